@@ -1,0 +1,1 @@
+"""The upload-and-ask web API: a thin FastAPI shell over ingest/ and runtime/."""

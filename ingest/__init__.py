@@ -1,0 +1,1 @@
+"""Turn repositories, PDFs, images and video into one budgeted, deterministic multimodal prompt."""

@@ -1,0 +1,1 @@
+"""Celery batch analyses over many documents: a thin shell over ingest/ and runtime/."""

@@ -1,0 +1,1 @@
+"""Persistent, tiered storage for KV pages and their summaries, keyed by chained content hashes."""
