@@ -14,7 +14,8 @@ GiB = 1 << 30
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STRATA_", extra="ignore")
 
-    home: Path = Field(default=Path.home() / ".strata", description="Data root: lmdb/, uploads/, extracts/, jobs/")
+    home: Path = Field(default=Path.home() / ".strata",
+                      description="Data root: lmdb/, uploads/, extracts/, jobs/")
     model: Path | None = None
 
     # Runtime

@@ -1,0 +1,264 @@
+"""The engine: one model, its page pool, and the prefill / decode loop that streams tokens."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from runtime.config import ModelConfig
+from runtime.kv import KVCache, KVLayout, PagePool
+from runtime.loader import LoadedModel, checkpoint_fingerprint, load_model
+from runtime.sampling import Sampler, SamplingParams, StreamDecoder
+from strata.errors import BadRequest, ConfigError, PromptTooLong
+from strata.settings import get_settings
+
+
+class MediaInput(Protocol):
+    """An image or video frame in the prompt: `length` positions from `start`, one patch per <|patch|>."""
+
+    start: int
+    length: int
+    patches: Any  # array-like [n_patches, patch_dim]
+    media_hash: bytes
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    kv_dtype: str = "auto"
+    page_size: int = 64
+    prefill_chunk: int = 512
+    kv_pool_bytes: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        if self.kv_dtype not in ("auto", "fp8", "bf16", "fp32"):
+            raise ConfigError(f"kv_dtype must be auto, fp8, bf16 or fp32, got '{self.kv_dtype}'")
+        if self.page_size < 1 or self.prefill_chunk < 1:
+            raise ConfigError("page_size and prefill_chunk must be positive")
+
+
+@dataclass(slots=True)
+class TokenEvent:
+    token: int
+    text: str
+
+
+@dataclass(slots=True)
+class Completion:
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    ttft_s: float
+    decode_tokens_per_s: float
+    total_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Generation:
+    """An in-progress generation: iterate for tokens as they are produced; `result` once done."""
+
+    def __init__(self, events: Iterator[TokenEvent]) -> None:
+        self._events = events
+        self.result: Completion | None = None
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        self.result = yield from self._events
+
+
+class Engine:
+    """Runs one checkpoint on one device with a paged KV cache."""
+
+    def __init__(self, loaded: LoadedModel, options: EngineOptions, path: Path | None = None) -> None:
+        self.model = loaded.model
+        self.config: ModelConfig = loaded.config
+        self.tokenizer = loaded.tokenizer
+        self.weights = loaded.weights
+        self.dtype = loaded.compute_dtype
+        self.options = options
+        self.path = path
+        storage = options.kv_dtype
+        if storage == "auto":
+            storage = "fp32" if self.dtype == torch.float32 else "bf16"
+        self.layout = KVLayout(self.config.num_hidden_layers, self.config.num_key_value_heads,
+                               self.config.head_dim, options.page_size, storage, self.dtype)
+        self.pool = PagePool(self.layout, options.kv_pool_bytes)
+        self.fingerprint = checkpoint_fingerprint(path) if path else b""
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", weights: str = "auto",
+                        kv_dtype: str | None = None, page_size: int | None = None,
+                        prefill_chunk: int | None = None) -> Engine:
+        """Load a checkpoint directory (config.json, *.safetensors, optional tokenizer.json)."""
+        if device != "cpu" and not device.startswith("cuda"):
+            raise ConfigError(f"device '{device}' is not supported (cpu or cuda)")
+        settings = get_settings()
+        threads = settings.threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
+        options = EngineOptions(kv_dtype or settings.kv_dtype, page_size or settings.page_size,
+                                prefill_chunk or settings.prefill_chunk, settings.kv_device_bytes)
+        loaded = load_model(path, weights, device)
+        return cls(loaded, options, Path(path))
+
+    # -- the contract -------------------------------------------------------------------------
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0) -> list[int]:
+        """New token ids for `prompt_ids` (greedy at temperature 0)."""
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
+        return self.run(prompt_ids, params).token_ids
+
+    # -- text ---------------------------------------------------------------------------------
+    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+        if self.tokenizer is None:
+            raise ConfigError("this checkpoint has no tokenizer.json; pass token ids instead of text")
+        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False).ids
+        bos = self.config.bos_token_id
+        return [bos, *ids] if add_bos and bos is not None else ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self.tokenizer is None:
+            return ""
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, prompt_ids: Sequence[int], params: SamplingParams,
+            media: Sequence[MediaInput] = ()) -> Completion:
+        gen = self.stream(prompt_ids, params, media)
+        for _ in gen:
+            pass
+        assert gen.result is not None
+        return gen.result
+
+    def stream(self, prompt_ids: Sequence[int], params: SamplingParams,
+               media: Sequence[MediaInput] = ()) -> Generation:
+        """Start generating; tokens arrive as the returned Generation is iterated."""
+        self._check_prompt(prompt_ids, params)
+        return Generation(self._loop(list(prompt_ids), params, media))
+
+    def _check_prompt(self, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        if not prompt_ids:
+            raise BadRequest("the prompt is empty")
+        bad = [t for t in prompt_ids if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise BadRequest(f"token id {bad[0]} is outside the vocabulary (size {self.config.vocab_size})")
+        limit = self.config.max_position_embeddings
+        if len(prompt_ids) + params.max_new_tokens > limit:
+            raise PromptTooLong(f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens "
+                                f"({params.max_new_tokens}) exceeds the model's context of {limit}")
+
+    @torch.inference_mode()
+    def _loop(self, ids: list[int], params: SamplingParams,
+              media: Sequence[MediaInput]) -> Iterator[TokenEvent]:
+        start = time.perf_counter()
+        kv = KVCache(self.pool, self.config.max_position_embeddings)
+        try:
+            cached = self.restore_prefix(kv, ids, media)
+            logits = self.prefill(kv, ids, media, start=cached)
+            ttft = time.perf_counter() - start
+            sampler, text = Sampler(params), StreamDecoder(self.tokenizer)
+            out: list[int] = []
+            finish = "length"
+            t_decode = time.perf_counter()
+            while len(out) < params.max_new_tokens:
+                token = sampler(logits[-1])
+                if token in self.config.eos_token_ids and not params.ignore_eos:
+                    finish = "stop"
+                    break
+                out.append(token)
+                delta = text.feed(token)
+                if self._hit_stop(text.text, params.stop):
+                    finish = "stop"
+                    break
+                yield TokenEvent(token, delta)
+                if len(out) < params.max_new_tokens:
+                    logits = self.decode_step(kv, token)
+            decode_s = time.perf_counter() - t_decode
+            self.after_generation(kv, ids + out, media)
+        finally:
+            kv.release()
+        return Completion(
+            token_ids=out, text=_cut_at_stop(text.text, params.stop), finish_reason=finish,
+            prompt_tokens=len(ids), cached_tokens=cached, completion_tokens=len(out), ttft_s=ttft,
+            decode_tokens_per_s=(len(out) - 1) / decode_s if len(out) > 1 and decode_s > 0 else 0.0,
+            total_s=time.perf_counter() - start)
+
+    @staticmethod
+    def _hit_stop(text: str, stops: Sequence[str]) -> bool:
+        return any(s and s in text for s in stops)
+
+    def prefill(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput] = (),
+                start: int = 0) -> torch.Tensor:
+        """Run positions start..len(ids) through the model in chunks; logits of the last position."""
+        rows, patches = _patch_rows(ids, media, self.config)
+        chunk = self.options.prefill_chunk
+        logits = torch.empty(0)
+        for lo in range(start, len(ids), chunk):
+            hi = min(lo + chunk, len(ids))
+            chunk_media = _chunk_media(rows, patches, lo, hi)
+            logits = self._forward(kv, ids[lo:hi], lo, chunk_media)
+        return logits
+
+    def decode_step(self, kv: KVCache, token: int) -> torch.Tensor:
+        return self._forward(kv, [token], kv.length, None)
+
+    def _forward(self, kv: KVCache, ids: list[int], pos: int,
+                 media: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        kv.begin(len(ids))
+        try:
+            logits = self.model(torch.tensor(ids, dtype=torch.long),
+                                torch.arange(pos, pos + len(ids)), kv, media)
+        except BaseException:
+            kv.rollback()
+            raise
+        kv.commit()
+        return logits
+
+    # -- seams for the prefix cache (kvstore) -------------------------------------------------
+    def restore_prefix(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput]) -> int:
+        """Load cached full pages of this prompt's prefix into `kv`; returns positions restored."""
+        return 0
+
+    def after_generation(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput]) -> None:
+        """Hand the sequence's full pages to the prefix cache (nothing without one)."""
+
+
+def _patch_rows(ids: list[int], media: Sequence[MediaInput],
+                cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of every <|patch|> covered by `media`, and their patch vectors, in order."""
+    if not media:
+        return torch.empty(0, dtype=torch.long), torch.empty(0)
+    patch_id = cfg.special_token_ids.get("image_patch_token_id")
+    if patch_id is None:
+        raise ConfigError(f"model_type '{cfg.model_type}' takes no image or video input")
+    all_rows, all_patches = [], []
+    for item in media:
+        span = torch.tensor(ids[item.start:item.start + item.length])
+        rows = torch.nonzero(span == patch_id).flatten() + item.start
+        patches = torch.as_tensor(item.patches, dtype=torch.float32)
+        if rows.numel() != patches.shape[0]:
+            raise BadRequest(f"a media span at {item.start} has {rows.numel()} <|patch|> tokens but "
+                             f"{patches.shape[0]} patches")
+        all_rows.append(rows)
+        all_patches.append(patches)
+    return torch.cat(all_rows), torch.cat(all_patches)
+
+
+def _chunk_media(rows: torch.Tensor, patches: torch.Tensor, lo: int,
+                 hi: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if not rows.numel():
+        return None
+    keep = (rows >= lo) & (rows < hi)
+    if not bool(keep.any()):
+        return None
+    return rows[keep] - lo, patches[keep]
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return text if cut < 0 else text[:cut]

@@ -1,0 +1,236 @@
+"""The paged KV cache: a pool of fixed-size pages shared by sequences, and one sequence's view of it.
+
+A page holds `page_size` consecutive positions of one sequence, for every layer and KV head.
+Only full pages live in the pool (quantised to the storage dtype); the partial tail page of a
+sequence stays in the compute dtype until it fills. That keeps FP8 scales per page per head
+fixed once written, and makes the full-page boundary the unit that kvstore/ hashes and persists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from strata.errors import PromptTooLong
+
+FP8_MAX = 448.0
+STORAGE_DTYPES = {"fp8": torch.float8_e4m3fn, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass(slots=True, frozen=True)
+class KVLayout:
+    """The shape of one page, and how it is stored."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    page_size: int
+    storage: str  # "fp8" | "bf16" | "fp32"
+    compute_dtype: torch.dtype
+
+    def __post_init__(self) -> None:
+        if self.storage not in STORAGE_DTYPES:
+            raise ValueError(f"KV storage '{self.storage}' is not one of {sorted(STORAGE_DTYPES)}")
+        if self.page_size <= 0:
+            raise ValueError("page_size must be positive")
+
+    @property
+    def page_bytes(self) -> int:
+        """Bytes of one page across all layers, K and V, scales included."""
+        elems = self.page_size * self.num_kv_heads * self.head_dim
+        per_layer = 2 * elems * STORAGE_DTYPES[self.storage].itemsize
+        if self.storage == "fp8":
+            per_layer += 2 * self.num_kv_heads * 4
+        return per_layer * self.num_layers
+
+
+class PagePool:
+    """Fixed-size KV pages for every layer, handed out from a free list; grows up to a byte budget."""
+
+    def __init__(self, layout: KVLayout, max_bytes: int, initial_pages: int = 64) -> None:
+        self.layout = layout
+        self.max_pages = max(1, max_bytes // layout.page_bytes)
+        self.capacity = 0
+        self.free_ids: list[int] = []
+        shape = (layout.num_layers, 2, 0, layout.page_size, layout.num_kv_heads, layout.head_dim)
+        self.data = torch.empty(shape, dtype=STORAGE_DTYPES[layout.storage])
+        self.scales = torch.ones((layout.num_layers, 2, 0, layout.num_kv_heads), dtype=torch.float32)
+        self._grow(min(initial_pages, self.max_pages))
+
+    @property
+    def used_pages(self) -> int:
+        return self.capacity - len(self.free_ids)
+
+    @property
+    def resident_bytes(self) -> int:
+        return self.used_pages * self.layout.page_bytes
+
+    def can_allocate(self, n: int) -> bool:
+        return n <= len(self.free_ids) + (self.max_pages - self.capacity)
+
+    def allocate(self, n: int) -> list[int]:
+        """Take `n` pages; call can_allocate first (an empty pool is a bug, not a user error)."""
+        if not self.can_allocate(n):
+            raise MemoryError(f"KV page pool exhausted: need {n}, have {len(self.free_ids)}")
+        if n > len(self.free_ids):
+            self._grow(min(self.max_pages, max(2 * self.capacity, self.capacity + n)))
+        taken, self.free_ids = self.free_ids[:n], self.free_ids[n:]
+        return taken
+
+    def free(self, page_ids: list[int]) -> None:
+        self.free_ids.extend(page_ids)
+        self.free_ids.sort()
+
+    def _grow(self, pages: int) -> None:
+        extra = pages - self.capacity
+        if extra <= 0:
+            return
+        data = self.data.new_empty((*self.data.shape[:2], extra, *self.data.shape[3:]))
+        scales = self.scales.new_ones((*self.scales.shape[:2], extra, self.scales.shape[3]))
+        self.data = torch.cat((self.data, data), dim=2)
+        self.scales = torch.cat((self.scales, scales), dim=2)
+        self.free_ids.extend(range(self.capacity, pages))
+        self.capacity = pages
+
+    def write(self, layer: int, page_ids: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store full pages: k, v [len(page_ids) * page_size, heads, dim] in the compute dtype."""
+        idx = torch.tensor(page_ids, dtype=torch.long)
+        for which, x in ((0, k), (1, v)):
+            pages = x.reshape(len(page_ids), self.layout.page_size, *x.shape[1:])
+            if self.layout.storage == "fp8":
+                amax = pages.abs().amax(dim=(1, 3)).float().clamp(min=1e-12)
+                scale = amax / FP8_MAX
+                q = (pages.float() / scale[:, None, :, None]).to(torch.float8_e4m3fn)
+                self.data[layer, which].index_copy_(0, idx, q)
+                self.scales[layer, which].index_copy_(0, idx, scale)
+            else:
+                self.data[layer, which].index_copy_(0, idx, pages.to(self.data.dtype))
+
+    def read(self, layer: int, page_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of `page_ids`, concatenated in order: [n * page_size, heads, dim], compute dtype."""
+        kv = self._gather(layer, page_ids)
+        dtype = self.layout.compute_dtype
+        if self.layout.storage == "fp8":
+            scale = self._gather_scales(layer, page_ids)
+            kv = kv.to(torch.float32) * scale[:, :, None, :, None]
+        kv = kv.to(dtype)
+        n = len(page_ids) * self.layout.page_size
+        return kv[0].reshape(n, *kv.shape[3:]), kv[1].reshape(n, *kv.shape[3:])
+
+    def _gather(self, layer: int, page_ids: list[int]) -> torch.Tensor:
+        first = page_ids[0]
+        if page_ids[-1] - first == len(page_ids) - 1 and _is_run(page_ids):
+            return self.data[layer, :, first:first + len(page_ids)]
+        return self.data[layer].index_select(1, torch.tensor(page_ids, dtype=torch.long))
+
+    def _gather_scales(self, layer: int, page_ids: list[int]) -> torch.Tensor:
+        return self.scales[layer].index_select(1, torch.tensor(page_ids, dtype=torch.long))
+
+    def export_page(self, page_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One page's stored bytes for every layer: data [L, 2, P, H, D] and scales [L, 2, H]."""
+        return self.data[:, :, page_id].clone(), self.scales[:, :, page_id].clone()
+
+    def import_page(self, page_id: int, data: torch.Tensor, scales: torch.Tensor) -> None:
+        self.data[:, :, page_id] = data
+        self.scales[:, :, page_id] = scales
+
+
+def _is_run(ids: list[int]) -> bool:
+    return all(b == a + 1 for a, b in zip(ids, ids[1:], strict=False))
+
+
+class KVCache:
+    """One sequence's KV: its pages in the pool plus a partial tail page in the compute dtype.
+
+    Use: begin(n) before a forward pass over n new positions, attend() once per layer inside it,
+    commit() after. Pages for positions that fill during the pass are allocated in begin().
+    """
+
+    def __init__(self, pool: PagePool, max_tokens: int) -> None:
+        self.pool = pool
+        self.layout = pool.layout
+        self.max_tokens = max_tokens
+        self.page_ids: list[int] = []
+        self.length = 0
+        self.pending = 0
+        self._new_pages: list[int] = []
+        shape = (self.layout.num_layers, 2, self.layout.page_size, self.layout.num_kv_heads,
+                 self.layout.head_dim)
+        self.tail = torch.zeros(shape, dtype=self.layout.compute_dtype)
+
+    @property
+    def full_pages(self) -> int:
+        return self.length // self.layout.page_size
+
+    def begin(self, n: int) -> None:
+        """Reserve room for `n` new positions."""
+        if self.length + n > self.max_tokens:
+            raise PromptTooLong(f"{self.length + n} tokens exceed the model's context of {self.max_tokens}")
+        full_after = (self.length + n) // self.layout.page_size
+        need = full_after - self.full_pages
+        if not self.pool.can_allocate(need):
+            raise PromptTooLong(f"the KV page pool cannot hold {self.length + n} tokens "
+                                f"(raise STRATA_KV_DEVICE_BYTES)")
+        self._new_pages = self.pool.allocate(need) if need else []
+        self.pending = n
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               scale: float, window: int | None = None) -> torch.Tensor:
+        """Store k, v [n, kv_heads, dim] at the pending positions; attend q [n, heads, dim] causally."""
+        page = self.layout.page_size
+        tail_len = self.length % page
+        past_k, past_v = self._past(layer)
+        keys = torch.cat((past_k, self.tail[layer, 0, :tail_len], k.to(self.tail.dtype)))
+        values = torch.cat((past_v, self.tail[layer, 1, :tail_len], v.to(self.tail.dtype)))
+        self._store(layer, keys[self.full_pages * page:], values[self.full_pages * page:])
+        return _attention(q, keys, values, self.length, scale, window)
+
+    def commit(self) -> None:
+        self.page_ids.extend(self._new_pages)
+        self._new_pages = []
+        self.length += self.pending
+        self.pending = 0
+
+    def rollback(self) -> None:
+        """Forget a pass that failed midway: return its pages to the pool."""
+        self.pool.free(self._new_pages)
+        self._new_pages, self.pending = [], 0
+
+    def release(self) -> None:
+        self.pool.free(self.page_ids)
+        self.page_ids, self.length = [], 0
+
+    def _past(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.page_ids:
+            empty = self.tail.new_empty((0, self.layout.num_kv_heads, self.layout.head_dim))
+            return empty, empty
+        return self.pool.read(layer, self.page_ids)
+
+    def _store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k, v hold the old tail plus the new positions; full pages go to the pool."""
+        page = self.layout.page_size
+        n_full = len(self._new_pages)
+        if n_full:
+            self.pool.write(layer, self._new_pages, k[:n_full * page], v[:n_full * page])
+        rest = k.shape[0] - n_full * page
+        self.tail[layer, 0, :rest] = k[n_full * page:]
+        self.tail[layer, 1, :rest] = v[n_full * page:]
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, scale: float,
+               window: int | None) -> torch.Tensor:
+    """Exact causal attention of q [n, Hq, D] at positions past.. over k, v [past + n, Hkv, D]."""
+    n = q.shape[0]
+    mask = None
+    if window is not None and past + n > window:
+        qpos = torch.arange(past, past + n)[:, None]
+        kpos = torch.arange(past + n)[None, :]
+        mask = (kpos <= qpos) & (qpos - kpos < window)
+    elif n > 1 and past:
+        mask = torch.ones(n, past + n, dtype=torch.bool).tril(diagonal=past)
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask,
+        is_causal=mask is None and n > 1, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    return out.transpose(0, 1)
