@@ -1,0 +1,200 @@
+"""One LMDB environment shared safely by threads and processes, with a map that grows on demand.
+
+LMDB gives one writer at a time across processes and lock-free readers. What it leaves to us:
+the map size. A full map (MapFullError) is grown here, up to a hard cap; a map grown by another
+process (MapResizedError) is adopted with set_mapsize(0). LMDB allows set_mapsize only while this
+process has no transaction open, so every transaction holds a shared lock and a resize an
+exclusive one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+from strata.errors import StoreError
+
+T = TypeVar("T")
+MiB = 1 << 20
+DB_NAMES = ("pages", "summaries", "access", "lru", "meta")
+_WAY_OUT = "run `strata cache verify --repair` or `strata cache clear`"
+_RETRIES = 8
+
+
+class MapAtCap(Exception):
+    """The map is full and already at its hard cap: the caller must free space."""
+
+
+class _SharedLock:
+    """Many holders of the shared side, or one of the exclusive side (a readers-writer lock)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._shared == 0)
+            yield
+
+
+class LMDBEnv:
+    """An open LMDB environment with the named sub-databases of the page store."""
+
+    def __init__(
+        self, path: Path, initial_map: int, max_map: int, max_readers: int = 126, sync: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.max_map = max(max_map, initial_map)
+        self._initial = initial_map
+        self._max_readers = max_readers
+        self._sync = sync
+        self._lock = _SharedLock()
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            data = self.path / "data.mdb"
+            existing = data.stat().st_size if data.exists() else 0
+            # Open with at least the file's size so every process maps the same range.
+            map_size = min(max(self._initial, _round_up(existing, MiB)), max(self.max_map, existing))
+            self.env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=len(DB_NAMES) + 2,
+                max_readers=self._max_readers,
+                lock=True,
+                subdir=True,
+                readahead=False,
+                sync=self._sync,
+                metasync=False,
+            )
+            self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
+        except (lmdb.Error, OSError) as exc:
+            raise StoreError(f"KV store at {self.path} cannot be opened ({exc}); {_WAY_OUT}") from None
+        self._pid = os.getpid()
+
+    @property
+    def map_size(self) -> int:
+        return int(self.env.info()["map_size"])
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A read transaction whose values are zero-copy buffers, valid only inside the block."""
+        self._after_fork()
+        for _ in range(_RETRIES):
+            with self._lock.shared():
+                txn = self._begin(write=False)
+                if txn is not None:
+                    try:
+                        yield txn
+                    except lmdb.Error as exc:
+                        raise StoreError(
+                            f"KV store at {self.path} is unreadable ({exc}); {_WAY_OUT}"
+                        ) from None
+                    finally:
+                        txn.abort()
+                    return
+            self._adopt_size()
+        raise StoreError(f"KV store at {self.path}: map kept changing size")
+
+    def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run fn in a write transaction, growing the map and retrying when it fills.
+
+        fn may run more than once (a failed transaction is rolled back whole), so it must only
+        touch the transaction. Raises MapAtCap when the map cannot grow any further.
+        """
+        self._after_fork()
+        for _ in range(_RETRIES):
+            try:
+                with self._lock.shared():
+                    txn = self._begin(write=True)
+                    try:
+                        result = fn(txn)
+                        txn.commit()
+                        return result
+                    except BaseException:
+                        txn.abort()
+                        raise
+            except lmdb.MapFullError:
+                if not self.grow():
+                    raise MapAtCap() from None
+            except lmdb.MapResizedError:
+                self._adopt_size()
+            except lmdb.Error as exc:
+                raise StoreError(f"KV store at {self.path} failed a write ({exc}); {_WAY_OUT}") from None
+        raise StoreError(f"KV store at {self.path}: map kept changing size during a write")
+
+    def grow(self) -> bool:
+        """Double the map (up to the cap); False when it is already at the cap."""
+        with self._lock.exclusive():
+            current = self.map_size
+            if current >= self.max_map:
+                return False
+            self.env.set_mapsize(min(self.max_map, current * 2))
+            return True
+
+    def _begin(self, write: bool) -> lmdb.Transaction | None:
+        """Begin a transaction; None when another process resized the map (adopt, then retry)."""
+        try:
+            return self.env.begin(write=write, buffers=True)
+        except lmdb.MapResizedError:
+            if write:
+                raise
+            return None
+        except lmdb.Error as exc:
+            raise StoreError(f"KV store at {self.path} is unreadable ({exc}); {_WAY_OUT}") from None
+
+    def _adopt_size(self) -> None:
+        with self._lock.exclusive():
+            self.env.set_mapsize(0)
+
+    def _after_fork(self) -> None:
+        # An LMDB handle must not be used in a forked child; the child opens its own.
+        if os.getpid() != self._pid:
+            self._open()
+
+    def close(self) -> None:
+        with self._lock.exclusive():
+            self.env.close()
+
+
+def destroy(path: Path) -> list[str]:
+    """Remove a store's files (even an unreadable one); returns the names removed."""
+    removed = []
+    for name in ("data.mdb", "lock.mdb"):
+        target = Path(path) / name
+        if target.exists():
+            target.unlink()
+            removed.append(name)
+    return removed
+
+
+def _round_up(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
+
+
+def file_bytes(path: Path) -> int:
+    """Size of the data file on disk (0 when absent)."""
+    data = Path(path) / "data.mdb"
+    return data.stat().st_size if data.exists() else 0

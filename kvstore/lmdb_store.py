@@ -1,0 +1,337 @@
+"""Pages and summaries persisted in LMDB, bounded in bytes, evicted by last access.
+
+Sub-databases: `pages` and `summaries` (key -> record), `access` (key -> last access ns and the
+bytes the entry is charged), `lru` (last access ns big-endian + key -> empty: the eviction order)
+and `meta` (layout version, created, bytes, entries, evicted). The byte count lives in `meta` and
+changes only inside write transactions, so every process sharing the store sees one total.
+
+Reads never take LMDB's writer lock: last-access updates are buffered per process and written by
+the next write transaction (or after _TOUCH_FLUSH reads), which is all LRU needs.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+from kvstore import record
+from kvstore.keys import LAYOUT_VERSION
+from kvstore.lmdb_env import LMDBEnv, MapAtCap, MiB, destroy, file_bytes
+from kvstore.store import PageItem, check_item, check_key
+from strata.errors import StoreError
+
+ENTRY_OVERHEAD = 128  # keys and values in access/lru, charged so tiny pages still count
+_ACCESS = struct.Struct("<QQ")  # last access ns, charged bytes
+_U64 = struct.Struct("<Q")
+_LOW_WATER = 0.9  # evict down to this share of capacity, so evictions come in batches
+_TOUCH_FLUSH = 1024
+T = TypeVar("T")
+_COUNTERS = ("hits", "misses", "corrupt", "puts", "put_existing", "too_large", "full")
+
+
+class LMDBStore:
+    """A PageStore in one LMDB directory, safe to open from several processes at once."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        capacity_bytes: int,
+        initial_map_bytes: int = 64 * MiB,
+        max_readers: int = 126,
+        sync: bool = True,
+    ) -> None:
+        if capacity_bytes <= 0:
+            raise StoreError(f"LMDB capacity must be positive, got {capacity_bytes}")
+        self.path = Path(path)
+        self.capacity = int(capacity_bytes)
+        # Slack over the capacity: B-tree pages, and freed overflow runs LMDB cannot yet reuse.
+        max_map = self.capacity + max(self.capacity // 4, 16 * MiB)
+        self._env = LMDBEnv(self.path, min(initial_map_bytes, max_map), max_map, max_readers, sync)
+        self._db = self._env.dbs
+        self._touched: dict[bytes, int] = {}
+        self._mutex = threading.Lock()
+        self.counters = dict.fromkeys(_COUNTERS, 0)
+        self.problem: str | None = None
+        self._check_layout()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, key: bytes, tokens_digest: bytes) -> bytes | None:
+        """The page payload, or None on a miss; a record that fails a check is deleted."""
+        return self.get_many([key], [tokens_digest])[0]
+
+    def get_many(self, keys: Sequence[bytes], digests: Sequence[bytes]) -> list[bytes | None]:
+        """get() for many keys in one read transaction."""
+        if len(keys) != len(digests):
+            raise StoreError(f"get_many: {len(keys)} keys but {len(digests)} digests")
+        for key, digest in zip(keys, digests, strict=True):
+            check_key(key)
+            record.check_digest(digest)
+        if self.problem:
+            return [None] * len(keys)
+        out: list[bytes | None] = []
+        bad: list[bytes] = []
+        with self._env.read() as txn:
+            for key, digest in zip(keys, digests, strict=True):
+                out.append(self._read(txn, key, record.KIND_PAGE, digest, bad))
+        self._after_reads(keys, out, bad)
+        return out
+
+    def get_summary(self, key: bytes) -> bytes | None:
+        """The summary record's payload, or None."""
+        check_key(key)
+        if self.problem:
+            return None
+        bad: list[bytes] = []
+        with self._env.read() as txn:
+            value = self._read(txn, key, record.KIND_SUMMARY, None, bad)
+        if bad:
+            self._drop(bad)
+        return value
+
+    def contains(self, key: bytes) -> bool:
+        """Whether a page is stored under key (not checked: get() does that)."""
+        check_key(key)
+        if self.problem:
+            return False
+        with self._env.read() as txn:
+            return txn.get(key, db=self._db["pages"]) is not None
+
+    def _read(
+        self, txn: lmdb.Transaction, key: bytes, kind: int, digest: bytes | None, bad: list[bytes]
+    ) -> bytes | None:
+        db = self._db["pages" if kind == record.KIND_PAGE else "summaries"]
+        raw = txn.get(key, db=db)
+        if raw is None:
+            return None
+        try:
+            # One copy out of the map: the caller may keep the bytes after the txn ends.
+            return bytes(record.decode(raw, kind, digest))
+        except record.RecordError:
+            bad.append(key)
+            return None
+
+    def _after_reads(self, keys: Sequence[bytes], out: list[bytes | None], bad: list[bytes]) -> None:
+        now = time.time_ns()
+        with self._mutex:
+            for key, value in zip(keys, out, strict=True):
+                if value is None:
+                    self.counters["misses"] += 1
+                else:
+                    self.counters["hits"] += 1
+                    self._touched[key] = now
+            self.counters["corrupt"] += len(bad)
+            flush = len(self._touched) >= _TOUCH_FLUSH
+        if bad:
+            self._drop(bad)
+        elif flush:
+            self._write(lambda txn: None)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes) -> bool:
+        """Store one page; False when it cannot be stored (larger than the store, unusable)."""
+        return self.put_many([(key, tokens_digest, payload, summary)])[0]
+
+    def put_many(self, items: Sequence[PageItem]) -> list[bool]:
+        """Store pages in one write transaction, evicting least recently used pages for room."""
+        encoded = []
+        for key, digest, payload, summary in items:
+            check_item(key, payload, summary)
+            page = record.encode(record.KIND_PAGE, digest, payload)
+            summ = record.encode(record.KIND_SUMMARY, digest, summary)
+            encoded.append((key, page, summ, len(page) + len(summ) + ENTRY_OVERHEAD))
+        if self.problem:
+            return [False] * len(items)
+        for attempt in range(3):
+            try:
+                return self._write(lambda txn: [self._insert(txn, *e) for e in encoded])
+            except MapAtCap:
+                # Fragmented free space: the accounted bytes fit but the map does not. Free more.
+                need = sum(e[3] for e in encoded) * (attempt + 2)
+                try:
+                    self._write(lambda txn, n=need: self._evict(txn, n))
+                except MapAtCap:
+                    break
+        self.counters["full"] += len(items)
+        return [False] * len(items)
+
+    def _insert(self, txn: lmdb.Transaction, key: bytes, page: bytes, summ: bytes, size: int) -> bool:
+        if txn.get(key, db=self._db["pages"]) is not None:
+            self.counters["put_existing"] += 1
+            self._touch(txn, key, time.time_ns())
+            return True
+        if size > self.capacity * _LOW_WATER:
+            self.counters["too_large"] += 1
+            return False
+        used = self._meta_int(txn, b"bytes")
+        if used + size > self.capacity:
+            self._evict(txn, used + size - int(self.capacity * _LOW_WATER))
+        now = time.time_ns()
+        txn.put(key, page, db=self._db["pages"])
+        txn.put(key, summ, db=self._db["summaries"])
+        txn.put(key, _ACCESS.pack(now, size), db=self._db["access"])
+        txn.put(_lru_key(now, key), b"", db=self._db["lru"])
+        self._add_meta(txn, b"bytes", size)
+        self._add_meta(txn, b"entries", 1)
+        self.counters["puts"] += 1
+        return True
+
+    def _evict(self, txn: lmdb.Transaction, need: int) -> int:
+        """Delete least recently used entries until `need` bytes are freed; returns bytes freed."""
+        freed, victims = 0, []
+        with txn.cursor(db=self._db["lru"]) as cur:
+            for lru_key in cur.iternext(keys=True, values=False):
+                if freed >= need:
+                    break
+                key = bytes(lru_key[8:])
+                victims.append(key)
+                access = txn.get(key, db=self._db["access"])
+                freed += _ACCESS.unpack(access)[1] if access is not None else 0
+        for key in victims:
+            self._delete(txn, key)
+        self._add_meta(txn, b"evicted", len(victims))
+        return freed
+
+    def _delete(self, txn: lmdb.Transaction, key: bytes) -> None:
+        access = txn.get(key, db=self._db["access"])
+        if access is not None:
+            ts, size = _ACCESS.unpack(access)
+            txn.delete(_lru_key(ts, key), db=self._db["lru"])
+            txn.delete(key, db=self._db["access"])
+            self._add_meta(txn, b"bytes", -size)
+            self._add_meta(txn, b"entries", -1)
+        txn.delete(key, db=self._db["pages"])
+        txn.delete(key, db=self._db["summaries"])
+
+    def _drop(self, keys: Sequence[bytes]) -> None:
+        self._write(lambda txn: [self._delete(txn, k) for k in keys])
+
+    def _touch(self, txn: lmdb.Transaction, key: bytes, now: int) -> None:
+        access = txn.get(key, db=self._db["access"])
+        if access is None:
+            return
+        ts, size = _ACCESS.unpack(access)
+        if now <= ts:
+            return
+        txn.delete(_lru_key(ts, key), db=self._db["lru"])
+        txn.put(_lru_key(now, key), b"", db=self._db["lru"])
+        txn.put(key, _ACCESS.pack(now, size), db=self._db["access"])
+
+    def _write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """A write transaction that first records the buffered last-access times."""
+        with self._mutex:
+            touched, self._touched = self._touched, {}
+
+        def run(txn: lmdb.Transaction) -> T:
+            for key, ts in touched.items():
+                self._touch(txn, key, ts)
+            return fn(txn)
+
+        return self._env.write(run)
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def _meta_int(self, txn: lmdb.Transaction, name: bytes) -> int:
+        raw = txn.get(name, db=self._db["meta"])
+        return _U64.unpack(raw)[0] if raw is not None else 0
+
+    def _add_meta(self, txn: lmdb.Transaction, name: bytes, delta: int) -> None:
+        value = max(0, self._meta_int(txn, name) + delta)
+        txn.put(name, _U64.pack(value), db=self._db["meta"])
+
+    def _check_layout(self) -> None:
+        def init(txn: lmdb.Transaction) -> int:
+            raw = txn.get(b"layout", db=self._db["meta"])
+            if raw is not None:
+                return struct.unpack("<I", raw)[0] if len(raw) == 4 else -1
+            self._reset_meta(txn)
+            return LAYOUT_VERSION
+
+        found = self._env.write(init)
+        if found != LAYOUT_VERSION:
+            self.problem = (
+                f"store at {self.path} was written with layout version {found}, this build reads "
+                f"{LAYOUT_VERSION}; it is ignored (run `strata cache clear` to reuse the space)"
+            )
+
+    def _reset_meta(self, txn: lmdb.Transaction) -> None:
+        meta = self._db["meta"]
+        txn.put(b"layout", struct.pack("<I", LAYOUT_VERSION), db=meta)
+        txn.put(b"created", _U64.pack(time.time_ns()), db=meta)
+        for name in (b"bytes", b"entries", b"evicted"):
+            txn.put(name, _U64.pack(0), db=meta)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Bytes, entries, map and file sizes, layout status and this process's counters."""
+        with self._env.read() as txn:
+            meta = {k: self._meta_int(txn, k.encode()) for k in ("bytes", "entries", "evicted")}
+        return {
+            "path": str(self.path),
+            "status": "layout_mismatch" if self.problem else "ok",
+            "problem": self.problem,
+            "layout_version": LAYOUT_VERSION,
+            "capacity_bytes": self.capacity,
+            **meta,
+            "map_bytes": self._env.map_size,
+            "file_bytes": file_bytes(self.path),
+            **self.counters,
+        }
+
+    def verify(self, repair: bool = False) -> dict:
+        """Check every record (header, checksum, summary, accounting); repair drops the bad."""
+        from kvstore.lmdb_verify import scan
+
+        if self.problem:
+            return {"ok": 0, "corrupt": 0, "removed": 0, "problem": self.problem}
+        with self._env.read() as txn:
+            report, bad, stale = scan(txn, self._db)
+        report["removed"] = 0
+        if repair:
+            self._write(lambda txn: self._repair(txn, bad, stale, report))
+            report["removed"] = len(bad)
+        return report
+
+    def _repair(self, txn: lmdb.Transaction, bad: list[bytes], stale: list[bytes], report: dict) -> None:
+        for key in bad:
+            self._delete(txn, key)
+        for lru_key in stale:
+            txn.delete(lru_key, db=self._db["lru"])
+        # Counters drift only if a bug or a foreign writer touched them: set them from the scan.
+        txn.put(b"bytes", _U64.pack(report["charged_bytes"]), db=self._db["meta"])
+        txn.put(b"entries", _U64.pack(report["ok"]), db=self._db["meta"])
+
+    def clear(self) -> None:
+        """Remove every entry; also makes a store of another layout version usable again."""
+
+        def wipe(txn: lmdb.Transaction) -> None:
+            for name in ("pages", "summaries", "access", "lru", "meta"):
+                txn.drop(self._db[name], delete=False)
+            self._reset_meta(txn)
+
+        self._env.write(wipe)
+        self._touched.clear()
+        self.problem = None
+
+    def close(self) -> None:
+        """Write buffered access times and close the environment."""
+        if self._touched and not self.problem:
+            self._write(lambda txn: None)
+        self._env.close()
+
+    @staticmethod
+    def destroy(path: Path | str) -> list[str]:
+        """Delete the store's files without opening them (the way out of an unreadable store)."""
+        return destroy(Path(path))
+
+
+def _lru_key(ts: int, key: bytes) -> bytes:
+    return ts.to_bytes(8, "big") + key

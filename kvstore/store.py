@@ -1,0 +1,65 @@
+"""The interface every page store offers: LMDBStore, RedisStore and TieredStore."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from kvstore.keys import KEY_BYTES
+from strata.errors import BadRequest
+
+# One pending write: (key, tokens digest, payload, summary).
+PageItem = tuple[bytes, bytes, bytes, bytes]
+
+
+@runtime_checkable
+class PageStore(Protocol):
+    def get(self, key: bytes, tokens_digest: bytes) -> bytes | None:
+        """The payload stored under `key`, or None on a miss or a failed check."""
+        ...
+
+    def get_many(self, keys: Sequence[bytes], digests: Sequence[bytes]) -> list[bytes | None]:
+        """get() for many keys at once (one transaction / round trip)."""
+        ...
+
+    def get_summary(self, key: bytes) -> bytes | None:
+        """The page summary stored under `key`, or None."""
+        ...
+
+    def contains(self, key: bytes) -> bool:
+        """Whether a page is stored under `key` (without reading or checking it)."""
+        ...
+
+    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes) -> bool:
+        """Store a page; False when it was not stored (too large, store unusable)."""
+        ...
+
+    def stats(self) -> dict:
+        """Bytes, entries and counters, JSON-serialisable."""
+        ...
+
+    def verify(self, repair: bool = False) -> dict:
+        """Check every record; counts of ok / corrupt / removed."""
+        ...
+
+    def clear(self) -> None:
+        """Remove every page and summary."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources."""
+        ...
+
+
+def check_key(key: bytes) -> None:
+    """Refuse a page key of the wrong type or length, naming the problem."""
+    if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+        raise BadRequest(f"page key must be {KEY_BYTES} bytes (kvstore.keys.chain_keys)")
+
+
+def check_item(key: bytes, payload: bytes, summary: bytes) -> None:
+    """Refuse a put whose key or byte arguments are of the wrong type."""
+    check_key(key)
+    for name, value in (("payload", payload), ("summary", summary)):
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise BadRequest(f"{name} must be bytes, got {type(value).__name__}")

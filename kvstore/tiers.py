@@ -1,0 +1,193 @@
+"""Host RAM over LMDB over (optionally) Redis, behind one PageStore.
+
+Reads look in the fastest tier first and promote a hit into the faster tiers (host at once, LMDB
+through its background writer). Writes go to host RAM at once and to LMDB and Redis through
+background writers, so the caller never waits for a disk or a network. A Redis that fails is
+treated as a miss and counted, never raised: it is a shared cache, not the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from kvstore.host import HostTier
+from kvstore.lmdb_store import LMDBStore
+from kvstore.record import check_digest
+from kvstore.redis_store import RedisStore
+from kvstore.store import check_item, check_key
+from kvstore.writer import BackgroundWriter
+from strata.errors import StoreError
+from strata.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+WRITER_QUEUE = 1024  # pages waiting per persistent tier before new ones are skipped
+
+
+class TieredStore:
+    """A PageStore over a host tier, an LMDB tier and an optional Redis tier."""
+
+    def __init__(
+        self,
+        host_bytes: int,
+        lmdb: LMDBStore | None = None,
+        redis: RedisStore | None = None,
+        writer_queue: int = WRITER_QUEUE,
+    ) -> None:
+        self.host = HostTier(host_bytes)
+        self.lmdb = lmdb
+        self.redis = redis
+        self.redis_errors = 0
+        self._writers = {
+            name: BackgroundWriter(store, max_queue=writer_queue)
+            for name, store in (("lmdb", lmdb), ("redis", redis))
+            if store is not None
+        }
+
+    def get(self, key: bytes, tokens_digest: bytes) -> bytes | None:
+        """The payload from the fastest tier that has it; promoted into the faster tiers."""
+        return self.get_many([key], [tokens_digest])[0]
+
+    def get_many(self, keys: Sequence[bytes], digests: Sequence[bytes]) -> list[bytes | None]:
+        """get() for many keys: one host pass, one LMDB transaction, one Redis round trip."""
+        if len(keys) != len(digests):
+            raise StoreError(f"get_many: {len(keys)} keys but {len(digests)} digests")
+        for key, digest in zip(keys, digests, strict=True):
+            check_key(key)
+            check_digest(digest)
+        out: list[bytes | None] = [self.host.get(k, d) for k, d in zip(keys, digests, strict=True)]
+        for tier in ("lmdb", "redis"):
+            missing = [i for i, v in enumerate(out) if v is None]
+            if not missing:
+                break
+            found = self._tier_get(tier, [keys[i] for i in missing], [digests[i] for i in missing])
+            for i, value in zip(missing, found, strict=True):
+                if value is not None:
+                    out[i] = value
+                    self._promote(tier, keys[i], digests[i], value)
+        return out
+
+    def _tier_get(self, tier: str, keys: list[bytes], digests: list[bytes]) -> list[bytes | None]:
+        if tier == "lmdb":
+            return self.lmdb.get_many(keys, digests) if self.lmdb else [None] * len(keys)
+        if self.redis is None:
+            return [None] * len(keys)
+        try:
+            return self.redis.get_many(keys, digests)
+        except StoreError as exc:
+            self._redis_failed(exc)
+            return [None] * len(keys)
+
+    def _promote(self, tier: str, key: bytes, digest: bytes, payload: bytes) -> None:
+        summary = self._persistent_summary(key, tier)
+        self.host.put(key, digest, payload, summary)
+        if tier == "redis" and summary is not None and "lmdb" in self._writers:
+            self._writers["lmdb"].submit(key, digest, payload, summary)
+
+    def get_summary(self, key: bytes) -> bytes | None:
+        """The summary from the fastest tier that has it; kept in host RAM afterwards."""
+        check_key(key)
+        summary = self.host.get_summary(key)
+        if summary is None:
+            summary = self._persistent_summary(key, "redis")
+            if summary is not None:
+                self.host.put(key, None, None, summary)
+        return summary
+
+    def _persistent_summary(self, key: bytes, deepest: str) -> bytes | None:
+        summary = self.lmdb.get_summary(key) if self.lmdb else None
+        if summary is None and deepest == "redis" and self.redis is not None:
+            try:
+                summary = self.redis.get_summary(key)
+            except StoreError as exc:
+                self._redis_failed(exc)
+        return summary
+
+    def contains(self, key: bytes) -> bool:
+        """Whether any tier holds the page (unchecked; get() checks)."""
+        check_key(key)
+        if self.host.contains(key) or (self.lmdb is not None and self.lmdb.contains(key)):
+            return True
+        if self.redis is None:
+            return False
+        try:
+            return self.redis.contains(key)
+        except StoreError as exc:
+            self._redis_failed(exc)
+            return False
+
+    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes) -> bool:
+        """Hold the page in host RAM and queue it for LMDB and Redis; True if any tier took it."""
+        check_item(key, payload, summary)
+        payload, summary = bytes(payload), bytes(summary)
+        taken = self.host.put(key, tokens_digest, payload, summary)
+        for writer in self._writers.values():
+            taken = writer.submit(key, tokens_digest, payload, summary) or taken
+        return taken
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until queued writes reach LMDB and Redis; False on timeout."""
+        return all(w.flush(timeout) for w in self._writers.values())
+
+    def stats(self) -> dict:
+        """Bytes and hit/miss counters per tier, and the writers' counters."""
+        out: dict = {"host": self.host.stats()}
+        if self.lmdb is not None:
+            out["lmdb"] = self.lmdb.stats()
+        if self.redis is not None:
+            try:
+                out["redis"] = self.redis.stats()
+            except StoreError as exc:
+                out["redis"] = {"error": exc.message}
+            out["redis"]["errors"] = self.redis_errors
+        out["writers"] = {name: w.stats() for name, w in self._writers.items()}
+        return out
+
+    def verify(self, repair: bool = False) -> dict:
+        """verify() of each persistent tier."""
+        self.flush()
+        out = {}
+        if self.lmdb is not None:
+            out["lmdb"] = self.lmdb.verify(repair)
+        if self.redis is not None:
+            out["redis"] = self.redis.verify(repair)
+        return out
+
+    def clear(self) -> None:
+        """Empty every tier (after the queued writes, so none lands afterwards)."""
+        self.flush()
+        self.host.clear()
+        for store in (self.lmdb, self.redis):
+            if store is not None:
+                store.clear()
+
+    def close(self) -> None:
+        """Finish queued writes, then close the persistent tiers."""
+        for writer in self._writers.values():
+            writer.close()
+        for store in (self.lmdb, self.redis):
+            if store is not None:
+                store.close()
+
+    def _redis_failed(self, exc: StoreError) -> None:
+        self.redis_errors += 1
+        log.warning("kvstore: Redis tier failed, treated as a miss: %s", exc.message)
+
+
+def open_store(settings: Settings | None = None, path: Path | None = None) -> TieredStore:
+    """The process's tiered store from settings: STRATA_KV_HOST_BYTES, _DISK_BYTES, _REDIS_URL.
+
+    A disk budget of 0 leaves LMDB out; an unreachable Redis is logged and left out, not fatal.
+    """
+    settings = settings or get_settings()
+    lmdb = None
+    if settings.kv_disk_bytes > 0:
+        lmdb = LMDBStore(path or settings.home / "lmdb", settings.kv_disk_bytes)
+    redis = None
+    if settings.kv_redis_url:
+        try:
+            redis = RedisStore(settings.kv_redis_url)
+        except StoreError as exc:
+            log.warning("kvstore: Redis tier disabled: %s", exc.message)
+    return TieredStore(settings.kv_host_bytes, lmdb, redis)
