@@ -112,7 +112,8 @@ class ModelConfig:
         for name in simple:
             if raw.get(name) is not None:
                 kwargs[name] = raw[name]
-        kwargs["num_experts"] = raw.get("num_experts") or raw.get("n_routed_experts") or 0
+        kwargs["num_experts"] = (raw.get("num_experts") or raw.get("num_local_experts")
+                              or raw.get("n_routed_experts") or 0)
         kwargs["mlp_only_layers"] = tuple(raw.get("mlp_only_layers") or ())
         if raw.get("use_sliding_window", True) and raw.get("sliding_window"):
             kwargs["sliding_window"] = int(raw["sliding_window"])

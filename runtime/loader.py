@@ -189,7 +189,7 @@ def _assign_fp8(module: nn.Module, prefix: str, reader: TensorReader,
     names = {name, name + "_scale_inv"}
     if module.bias is not None or prefix + "bias" in reader:
         bias = _float_tensor(reader, prefix + "bias", block, (module.out_features,))
-        module.bias = bias.float()
+        module.bias = nn.Parameter(bias.float(), requires_grad=False)
         names.add(prefix + "bias")
     return names
 
