@@ -85,8 +85,12 @@ def check_quantization(cfg: ModelConfig) -> tuple[int, int] | None:
 
 
 def quantizable(name: str, module: nn.Module) -> bool:
-    """Linear layers inside the decoder stack go FP8; lm_head and embeddings keep precision."""
-    return isinstance(module, nn.Linear) and ".layers." in f".{name}"
+    """Every linear layer and the embedding table go FP8; norms and routers keep precision.
+
+    Unlike DeepSeek-V3 the output head and embeddings are quantised too: in models with large
+    vocabularies relative to their width they are too many of the bytes to leave at bf16.
+    """
+    return isinstance(module, nn.Linear | nn.Embedding)
 
 
 def load_model(path: str | Path, weights: str = "auto", device: str = "cpu") -> LoadedModel:
@@ -110,24 +114,33 @@ def load_model(path: str | Path, weights: str = "auto", device: str = "cpu") -> 
 
 def _swap_to_fp8(model: nn.Module, block: tuple[int, int]) -> None:
     from runtime.fp8 import FP8Linear
+    from runtime.fp8_embedding import FP8Embedding
 
     for name, module in list(model.named_modules()):
-        if quantizable(name, module):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name)
-            lin = module
-            assert isinstance(lin, nn.Linear)
-            setattr(parent, child, FP8Linear(lin.in_features, lin.out_features, lin.bias is not None, block))
+        if not quantizable(name, module):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        new: nn.Module
+        if isinstance(module, nn.Embedding):
+            new = FP8Embedding(module.num_embeddings, module.embedding_dim, block)
+        else:
+            assert isinstance(module, nn.Linear)
+            new = FP8Linear(module.in_features, module.out_features, module.bias is not None, block)
+        setattr(parent, child, new)
 
 
 def _assign_all(model: nn.Module, reader: TensorReader, cfg: ModelConfig, dtype: torch.dtype,
                 block: tuple[int, int] | None) -> None:
     from runtime.fp8 import FP8Linear
+    from runtime.fp8_embedding import FP8Embedding
 
     expected: set[str] = set()
     for mod_name, module in model.named_modules():
         prefix = f"{mod_name}." if mod_name else ""
-        if isinstance(module, FP8Linear):
+        if mod_name == "lm_head" and cfg.tie_word_embeddings:
+            continue
+        if isinstance(module, FP8Linear | FP8Embedding):
             expected |= _assign_fp8(module, prefix, reader, block)
             continue
         for pname, param in list(module.named_parameters(recurse=False)):
@@ -142,11 +155,19 @@ def _assign_all(model: nn.Module, reader: TensorReader, cfg: ModelConfig, dtype:
             expected.add(full)
             expected.add(full + "_scale_inv")
     if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight  # type: ignore[union-attr]
+        _tie(model)
     unexpected = [n for n in reader.where if n not in expected and not n.endswith(IGNORED_SUFFIXES)]
     if unexpected:
         raise CheckpointError(f"checkpoint has {len(unexpected)} tensors this '{cfg.model_type}' model does "
                               f"not use, e.g. {', '.join(sorted(unexpected)[:5])}")
+
+
+def _tie(model: nn.Module) -> None:
+    """Point the output head at the embedding table (FP8 buffers or a float parameter)."""
+    head, table = model.lm_head, model.model.embed_tokens  # type: ignore[union-attr]
+    head.weight = table.weight
+    if hasattr(table, "weight_scale_inv"):
+        head.weight_scale_inv = table.weight_scale_inv
 
 
 def _float_tensor(reader: TensorReader, name: str, block: tuple[int, int] | None,
@@ -169,11 +190,10 @@ def _float_tensor(reader: TensorReader, name: str, block: tuple[int, int] | None
 
 def _assign_fp8(module: nn.Module, prefix: str, reader: TensorReader,
                 block: tuple[int, int] | None) -> set[str]:
-    from runtime.fp8 import FP8Linear, quantize_block_fp8
+    from runtime.fp8 import quantize_block_fp8
 
-    assert isinstance(module, FP8Linear)
     name = prefix + "weight"
-    shape = (module.out_features, module.in_features)
+    shape = tuple(module.weight.shape)
     if name in reader and reader.dtype_of(name) == torch.float8_e4m3fn:
         weight = reader.get(name)
         if tuple(weight.shape) != shape:
@@ -187,8 +207,8 @@ def _assign_fp8(module: nn.Module, prefix: str, reader: TensorReader,
     module.weight = weight
     module.weight_scale_inv = scale.float()
     names = {name, name + "_scale_inv"}
-    if module.bias is not None or prefix + "bias" in reader:
-        bias = _float_tensor(reader, prefix + "bias", block, (module.out_features,))
+    if getattr(module, "bias", None) is not None:
+        bias = _float_tensor(reader, prefix + "bias", block, (shape[0],))
         module.bias = nn.Parameter(bias.float(), requires_grad=False)
         names.add(prefix + "bias")
     return names
