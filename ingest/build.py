@@ -1,0 +1,82 @@
+"""build_prompt: sources -> one budgeted, deterministic, source-mapped Prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ingest.cache import ExtractCache
+from ingest.collect import Collector
+from ingest.items import Item
+from ingest.options import IngestOptions
+from ingest.pack import plan
+from ingest.prompt import DROPPED, LedgerItem, Prompt
+from ingest.target import MAX_DEFAULT_BUDGET, Target
+from strata.errors import BadRequest, IngestError
+from strata.settings import get_settings
+
+
+def default_budget(target: Target) -> int:
+    """The model's context, up to 1,000,000 tokens."""
+    return min(target.max_context, MAX_DEFAULT_BUDGET)
+
+
+def cache_dir(options: IngestOptions) -> Path | None:
+    """Where extractions are cached (the only place build_prompt writes), or None."""
+    if not options.use_cache:
+        return None
+    return options.cache_dir or get_settings().home / "extracts"
+
+
+def build_prompt(
+    sources: Sequence[str | Path],
+    target: Target,
+    budget: int | None = None,
+    options: IngestOptions | None = None,
+    progress: bool = False,
+) -> Prompt:
+    """Ingest every source and pack it into at most `budget` tokens (BOS included).
+
+    The material is ordered stable-first, each item at the best level the budget allows; the
+    ledger says what happened to every input. The caller appends its question afterwards.
+    """
+    options = options or IngestOptions()
+    budget = default_budget(target) if budget is None else budget
+    if budget <= 0:
+        raise BadRequest("budget must be positive")
+    if not sources:
+        raise IngestError("nothing to ingest: no source given")
+    collector = Collector(target, options, ExtractCache(cache_dir(options)), progress)
+    items = collector.collect([Path(s) for s in sources])
+    if not items and all(e.status == "error" and e.kind == "source" for e in collector.ledger):
+        raise IngestError(
+            "nothing to ingest: " + "; ".join(f"{e.path}: {e.reason}" for e in collector.ledger)
+        )
+    prompt = Prompt(budget=budget, warnings=collector.warnings, stats=collector.stats)
+    if target.bos_token_id is not None:
+        prompt.token_ids.append(target.bos_token_id)
+    choice = plan(items, budget - len(prompt.token_ids))
+    for item, level in zip(items, choice, strict=True):
+        _append(prompt, item, level)
+    prompt.ledger.extend(collector.ledger)
+    return prompt
+
+
+def _append(prompt: Prompt, item: Item, level_index: int | None) -> None:
+    if level_index is None:
+        prompt.ledger.append(
+            LedgerItem(item.path, item.kind, DROPPED, 0, "budget exhausted: not even its path fits")
+        )
+        return
+    level = item.levels[level_index]
+    piece = level.piece()
+    base = len(prompt.token_ids)
+    prompt.token_ids.extend(piece.ids)
+    for span in piece.spans:
+        span.start += base
+        span.end += base
+        prompt.source_map.append(span)
+    for media in piece.media:
+        media.start += base
+        prompt.media.append(media)
+    prompt.ledger.append(LedgerItem(item.path, item.kind, level.status, len(piece.ids), level.reason))

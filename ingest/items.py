@@ -1,0 +1,146 @@
+"""Items and their levels: each input becomes one Item with pieces of prompt from best to cheapest.
+
+A Level renders lazily (an outline is only parsed when the packer asks for it); a Piece is a
+run of token ids with its source spans and media spans, positioned relative to its own start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ingest.images import media_hash, patchify, run_length
+from ingest.prompt import MediaSpan, SourceSpan
+from ingest.target import Target
+
+
+@dataclass(slots=True)
+class Piece:
+    """Token ids plus spans, all offsets relative to the piece start."""
+
+    ids: list[int] = field(default_factory=list)
+    spans: list[SourceSpan] = field(default_factory=list)
+    media: list[MediaSpan] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Level:
+    """One way to include an item: status and reason for the ledger, and how to render it."""
+
+    status: str
+    reason: str
+    make: Callable[[], Piece]
+    known_tokens: int | None = None
+    _piece: Piece | None = None
+
+    def piece(self) -> Piece:
+        if self._piece is None:
+            self._piece = self.make()
+        return self._piece
+
+    @property
+    def tokens(self) -> int:
+        if self.known_tokens is None:
+            self.known_tokens = len(self.piece().ids)
+        return self.known_tokens
+
+
+@dataclass(slots=True)
+class Item:
+    """One input (file, PDF, image, video, tree listing) with its levels, best first."""
+
+    path: str
+    kind: str
+    levels: list[Level]
+    order: tuple = ()
+
+
+class PieceBuilder:
+    """Appends text, pre-tokenized runs and image runs, recording spans as it goes."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.piece = Piece()
+
+    def text(self, text: str, kind: str, path: str, **where: object) -> None:
+        self.ids(self.target.encode(text), kind, path, **where)
+
+    def ids(self, ids: list[int] | np.ndarray, kind: str, path: str, **where: object) -> None:
+        ids = ids.tolist() if isinstance(ids, np.ndarray) else ids
+        if not ids:
+            return
+        start = len(self.piece.ids)
+        self.piece.ids.extend(ids)
+        self.piece.spans.append(SourceSpan(start, start + len(ids), kind, path, **where))
+
+    def special(self, token_id: int | None) -> None:
+        if token_id is not None:
+            self.piece.ids.append(token_id)
+
+    def lines(
+        self,
+        ids: np.ndarray,
+        line_tok: np.ndarray,
+        line_no: np.ndarray,
+        kind: str,
+        path: str,
+        min_tokens: int = 32,
+    ) -> None:
+        """Tokens of text lines; one span per group of lines holding >= min_tokens tokens."""
+        base = len(self.piece.ids)
+        self.piece.ids.extend(ids.tolist())
+        n_lines = len(line_tok) - 1
+        first = 0
+        while first < n_lines:
+            last = first
+            while last + 1 < n_lines and line_tok[last + 1] - line_tok[first] < min_tokens:
+                last += 1
+            lo, hi = int(line_tok[first]), int(line_tok[last + 1])
+            if hi > lo:
+                self.piece.spans.append(
+                    SourceSpan(
+                        base + lo,
+                        base + hi,
+                        kind,
+                        path,
+                        line_start=int(line_no[first]),
+                        line_end=int(line_no[last]),
+                    )
+                )
+            first = last + 1
+
+    def image(self, pixels: np.ndarray, kind: str, path: str, **where: object) -> None:
+        """An image run (<|image|> rows of patches <|/image|>) for fitted pixels."""
+        t = self.target
+        p = t.patch_size
+        grid = (pixels.shape[0] // p, pixels.shape[1] // p)
+        patches = patchify(pixels, p)
+        start = len(self.piece.ids)
+        run = [t.image_start_token_id]
+        row = [t.image_patch_token_id] * grid[1] + [t.image_row_token_id]
+        for _ in range(grid[0]):
+            run.extend(row)
+        run.append(t.image_end_token_id)
+        assert len(run) == run_length(grid)
+        self.piece.ids.extend(run)
+        self.piece.media.append(MediaSpan(start, len(run), patches, grid, media_hash(patches, grid), kind))
+        self.piece.spans.append(
+            SourceSpan(start, start + len(run), kind if kind != "frame" else "video", path, **where)
+        )
+
+    def build(self) -> Piece:
+        return self.piece
+
+
+def omitted(target: Target, tag: str, path: str, reason: str, kind: str) -> Piece:
+    """The path-only piece: one line naming the item and why its content is left out."""
+    b = PieceBuilder(target)
+    b.text(f'<{tag} path="{attr(path)}" omitted="{attr(reason)}"/>\n', kind, path)
+    return b.build()
+
+
+def attr(value: str) -> str:
+    """Escape a value for the XML-like tags around items."""
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("\n", " ")

@@ -1,0 +1,138 @@
+"""What ingest needs from a model, read straight from its checkpoint directory.
+
+Ingest must not import runtime/: it needs only the tokenizer, the special token ids and the
+patch geometry, all of which live in config.json and tokenizer.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from strata.errors import ConfigError
+
+# The default pixel budgets when config.json does not name them: 2x2 patches at least, and a
+# 1024x1024 screenshot at most (4096 patches), which keeps small text legible.
+DEFAULT_MIN_IMAGE_PIXELS = 32 * 32
+DEFAULT_MAX_IMAGE_PIXELS = 1024 * 1024
+# The context ingest packs to when the user names no budget (the issue's upper bound).
+MAX_DEFAULT_BUDGET = 1_000_000
+
+_VISION_KEYS = (
+    "image_start_token_id",
+    "image_end_token_id",
+    "image_patch_token_id",
+    "image_row_token_id",
+)
+
+
+@dataclass(slots=True)
+class Target:
+    """A tokenizer plus the MODEL1 multimodal conventions (or none, for text-only models)."""
+
+    tokenizer: Tokenizer
+    max_context: int
+    patch_size: int | None = None
+    num_channels: int = 3
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    image_start_token_id: int | None = None
+    image_end_token_id: int | None = None
+    image_patch_token_id: int | None = None
+    image_row_token_id: int | None = None
+    video_start_token_id: int | None = None
+    video_end_token_id: int | None = None
+    min_image_pixels: int = DEFAULT_MIN_IMAGE_PIXELS
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    fingerprint: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_context <= 0:
+            raise ConfigError("max_context must be positive")
+        if self.vision:
+            if self.patch_size is None or self.patch_size <= 0 or self.num_channels != 3:
+                raise ConfigError("vision targets need a positive patch_size and num_channels 3")
+            if not 0 < self.min_image_pixels <= self.max_image_pixels:
+                raise ConfigError("need 0 < min_image_pixels <= max_image_pixels")
+        # Special-token strings inside user files must be plain text, never control tokens:
+        # a README containing "<|image|>" must not open an image run.
+        self.tokenizer.encode_special_tokens = True
+        if not self.fingerprint:
+            self.fingerprint = self._compute_fingerprint()
+
+    @property
+    def vision(self) -> bool:
+        """True when the model takes image patches natively (MODEL1)."""
+        ids = [getattr(self, k) for k in _VISION_KEYS]
+        return self.patch_size is not None and all(i is not None for i in ids)
+
+    @property
+    def video(self) -> bool:
+        """True when the model also has video framing tokens."""
+        return self.vision and None not in (self.video_start_token_id, self.video_end_token_id)
+
+    @property
+    def patch_dim(self) -> int:
+        """Length of one patch vector: patch_size * patch_size * num_channels."""
+        if self.patch_size is None:
+            raise ConfigError("this model has no vision input")
+        return self.patch_size * self.patch_size * self.num_channels
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of plain text (special-token strings stay text)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def _compute_fingerprint(self) -> str:
+        # Everything that changes extracted token ids or patches must be in here, because the
+        # extraction cache is keyed by it.
+        h = hashlib.blake2b(digest_size=16)
+        h.update(self.tokenizer.to_str().encode())
+        geometry = (self.patch_size, self.num_channels, self.min_image_pixels, self.max_image_pixels)
+        h.update(repr(geometry).encode())
+        return h.hexdigest()
+
+    @classmethod
+    def from_model_dir(cls, path: Path, max_context: int | None = None) -> Target:
+        """Read config.json and tokenizer.json from a checkpoint directory."""
+        path = Path(path)
+        config_path, tok_path = path / "config.json", path / "tokenizer.json"
+        if not config_path.is_file() or not tok_path.is_file():
+            raise ConfigError(f"{path}: a model directory needs config.json and tokenizer.json")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            tokenizer = Tokenizer.from_file(str(tok_path))
+        except (ValueError, OSError, Exception) as exc:  # tokenizers raises bare Exception
+            raise ConfigError(f"{path}: cannot read model files: {exc}") from exc
+        return cls.from_config(config, tokenizer, max_context)
+
+    @classmethod
+    def from_config(cls, config: dict, tokenizer: Tokenizer, max_context: int | None = None) -> Target:
+        """Build a target from a parsed config.json and a tokenizer."""
+        ctx = max_context or config.get("max_position_embeddings") or MAX_DEFAULT_BUDGET
+        ids = {
+            k: config.get(k)
+            for k in (
+                *_VISION_KEYS,
+                "bos_token_id",
+                "eos_token_id",
+                "video_start_token_id",
+                "video_end_token_id",
+            )
+        }
+        for key, value in ids.items():
+            if isinstance(value, list):  # some HF configs list several eos ids
+                ids[key] = value[0] if value else None
+        has_vision = all(ids[k] is not None for k in _VISION_KEYS)
+        return cls(
+            tokenizer=tokenizer,
+            max_context=int(ctx),
+            patch_size=int(config.get("patch_size", 16)) if has_vision else None,
+            num_channels=int(config.get("num_channels", 3)),
+            min_image_pixels=int(config.get("min_image_pixels", DEFAULT_MIN_IMAGE_PIXELS)),
+            max_image_pixels=int(config.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)),
+            **ids,
+        )
