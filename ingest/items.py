@@ -57,6 +57,10 @@ class Item:
     order: tuple = ()
 
 
+# Media kinds -> the source-map kind of their tokens (a frame belongs to its video, ...).
+_SPAN_KIND = {"frame": "video", "pdf_page": "pdf"}
+
+
 class PieceBuilder:
     """Appends text, pre-tokenized runs and image runs, recording spans as it goes."""
 
@@ -127,7 +131,7 @@ class PieceBuilder:
         self.piece.ids.extend(run)
         self.piece.media.append(MediaSpan(start, len(run), patches, grid, media_hash(patches, grid), kind))
         self.piece.spans.append(
-            SourceSpan(start, start + len(run), kind if kind != "frame" else "video", path, **where)
+            SourceSpan(start, start + len(run), _SPAN_KIND.get(kind, kind), path, **where)
         )
 
     def build(self) -> Piece:
