@@ -103,7 +103,8 @@ class PagePool:
                 amax = pages.abs().amax(dim=(1, 3)).float().clamp(min=1e-12)
                 scale = amax / FP8_MAX
                 q = (pages.float() / scale[:, None, :, None]).to(torch.float8_e4m3fn)
-                self.data[layer, which].index_copy_(0, idx, q)
+                # CPU index kernels have no float8 variant; the bytes move as uint8.
+                self.data[layer, which].view(torch.uint8).index_copy_(0, idx, q.view(torch.uint8))
                 self.scales[layer, which].index_copy_(0, idx, scale)
             else:
                 self.data[layer, which].index_copy_(0, idx, pages.to(self.data.dtype))
@@ -123,7 +124,10 @@ class PagePool:
         first = page_ids[0]
         if page_ids[-1] - first == len(page_ids) - 1 and _is_run(page_ids):
             return self.data[layer, :, first:first + len(page_ids)]
-        return self.data[layer].index_select(1, torch.tensor(page_ids, dtype=torch.long))
+        idx = torch.tensor(page_ids, dtype=torch.long)
+        if self.layout.storage == "fp8":
+            return self.data[layer].view(torch.uint8).index_select(1, idx).view(self.data.dtype)
+        return self.data[layer].index_select(1, idx)
 
     def _gather_scales(self, layer: int, page_ids: list[int]) -> torch.Tensor:
         return self.scales[layer].index_select(1, torch.tensor(page_ids, dtype=torch.long))
