@@ -112,7 +112,9 @@ class Collector:
             except OSError as exc:
                 self._drop(display, "file", f"unreadable: {exc.strerror or exc}", error=True)
                 return
-            texts.append(TextFile(display, data, text_key(data, self.target), order_key(index, rel)))
+            texts.append(
+                TextFile(display, data, text_key(data, self.target, self.opts), order_key(index, rel))
+            )
 
     def _media(
         self, index: int, display: str, rel: str, path: Path, kind: str, size: int, items: list[Item]

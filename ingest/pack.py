@@ -3,7 +3,7 @@
 1. Find the largest per-item cap C (infinity, then powers of two) such that giving every item
    its best level costing <= C (or its cheapest level) fits the budget. Large files are the
    first to shrink to outlines, small files stay whole: fair, and it keeps most files intact.
-2. Spend what is left in prompt order, upgrading items to better levels while they fit.
+2. Spend what is left on the cheapest one-level upgrades first.
 3. If even the cheapest levels do not fit, keep path lines in order while they fit and drop
    the rest.
 
@@ -13,6 +13,8 @@ what makes an edit change the prompt only from the edited file on.
 """
 
 from __future__ import annotations
+
+import heapq
 
 from ingest.items import Item
 
@@ -47,14 +49,21 @@ def plan(items: list[Item], budget: int) -> list[int | None]:
 
 
 def _upgrade(items: list[Item], choice: list[int], slack: int) -> list[int | None]:
-    for i, item in enumerate(items):
-        current = item.levels[choice[i]].tokens
-        for j in range(choice[i]):
-            extra = item.levels[j].tokens - current
-            if extra <= slack:
-                choice[i], slack = j, slack - extra
-                break
+    """Spend the slack on the cheapest one-level upgrades first (ties: prompt order), so paths
+    become outlines before an outline becomes full text: the leftover is shared, not front-loaded."""
+    heap = [(_extra(items[i], c), i) for i, c in enumerate(choice) if c > 0]
+    heapq.heapify(heap)
+    while heap and heap[0][0] <= slack:
+        extra, i = heapq.heappop(heap)
+        choice[i] -= 1
+        slack -= extra
+        if choice[i] > 0:
+            heapq.heappush(heap, (_extra(items[i], choice[i]), i))
     return list(choice)
+
+
+def _extra(item: Item, level: int) -> int:
+    return item.levels[level - 1].tokens - item.levels[level].tokens
 
 
 def _cheapest_in_order(items: list[Item], budget: int) -> list[int | None]:

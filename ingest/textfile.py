@@ -98,9 +98,10 @@ def load_texts(
             )
 
 
-def text_key(data: bytes, target: Target) -> str:
-    """Cache key of a text file's tokens."""
-    return make_key("text", target.fingerprint, content_hash(data))
+def text_key(data: bytes, target: Target, opts: IngestOptions) -> str:
+    """Cache key of a text file's tokens (and of its content-based skip decision)."""
+    flags = (opts.include_generated, opts.include_minified)
+    return make_key("text", target.fingerprint, content_hash(data), flags)
 
 
 def text_item(f: TextFile, target: Target, cache: ExtractCache, stats: dict[str, int]) -> Item:
