@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest.cache import ExtractCache, make_key
-from ingest.images import fit_grid, fit_pixels, open_image, run_length, shrink
+from ingest.images import fit_grid, fit_pixels, open_image, shrink
 from ingest.items import Item, Level, Piece, PieceBuilder, attr, omitted
 from ingest.options import IngestOptions
 from ingest.pdf import extract_pdf
@@ -82,7 +82,6 @@ class MediaExtractor:
                 INCLUDED,
                 f"{w}x{h} as {full_grid[0]}x{full_grid[1]} patches",
                 lambda: self._image_piece(path, pixels),
-                run_length(full_grid),
             )
         ]
         if small_grid != full_grid:
@@ -143,9 +142,9 @@ class MediaExtractor:
                 )
             )
         elif rendered:
-            levels[0].reason = (
-                f"{len(pages)} pages; {len(rendered)} page images omitted: model has no vision input"
-            )
+            levels[
+                0
+            ].reason = f"{len(pages)} pages; {len(rendered)} page images omitted: model has no vision input"
         levels.append(
             Level(PATH_ONLY, "over budget", lambda: omitted(self.target, "pdf", path, "budget", "pdf"))
         )

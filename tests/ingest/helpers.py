@@ -64,20 +64,27 @@ def video_bytes(
     fps: int = 10,
     size: tuple[int, int] = (64, 48),
 ) -> bytes:
-    """A small synthetic video whose frame brightness encodes its index."""
+    """A small synthetic video whose red level encodes the frame index (frame_red)."""
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.bit_rate = 4_000_000  # near-lossless: a frame's colour identifies it
         for i in range(int(seconds * fps)):
-            img = Image.new("RGB", size, (i * 6 % 256, 40, 90))
-            ImageDraw.Draw(img).rectangle([i % size[0], 10, i % size[0] + 8, 30], fill="white")
+            red = frame_red(i)
+            img = Image.new("RGB", size, (red, 40, 90))
+            ImageDraw.Draw(img).rectangle([i % size[0], 10, i % size[0] + 8, 30], fill=(red, 255, 255))
             frame = av.VideoFrame.from_ndarray(np.asarray(img), format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return buf.getvalue()
+
+
+def frame_red(index: int) -> int:
+    """The red level of frame `index` in video_bytes: it identifies the frame."""
+    return round(index * 2.5) % 256
 
 
 def random_bytes(n: int, seed: int = 0) -> bytes:
