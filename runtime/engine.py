@@ -60,6 +60,7 @@ class Completion:
     decode_tokens_per_s: float
     total_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    attention: torch.Tensor | None = None  # mass per prompt position, when asked for
 
 
 class Generation:
@@ -128,18 +129,22 @@ class Engine:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, prompt_ids: Sequence[int], params: SamplingParams,
-            media: Sequence[MediaInput] = ()) -> Completion:
-        gen = self.stream(prompt_ids, params, media)
+            media: Sequence[MediaInput] = (), attribution: bool = False) -> Completion:
+        gen = self.stream(prompt_ids, params, media, attribution)
         for _ in gen:
             pass
         assert gen.result is not None
         return gen.result
 
     def stream(self, prompt_ids: Sequence[int], params: SamplingParams,
-               media: Sequence[MediaInput] = ()) -> Generation:
-        """Start generating; tokens arrive as the returned Generation is iterated."""
+               media: Sequence[MediaInput] = (), attribution: bool = False) -> Generation:
+        """Start generating; tokens arrive as the returned Generation is iterated.
+
+        With `attribution`, the result carries the attention mass the answer put on each prompt
+        position (the citations' raw material).
+        """
         self._check_prompt(prompt_ids, params)
-        return Generation(self._loop(list(prompt_ids), params, media))
+        return Generation(self._loop(list(prompt_ids), params, media, attribution))
 
     def _check_prompt(self, prompt_ids: Sequence[int], params: SamplingParams) -> None:
         if not prompt_ids:
@@ -154,9 +159,11 @@ class Engine:
 
     @torch.inference_mode()
     def _loop(self, ids: list[int], params: SamplingParams,
-              media: Sequence[MediaInput]) -> Iterator[TokenEvent]:
+              media: Sequence[MediaInput], attribution: bool) -> Iterator[TokenEvent]:
         start = time.perf_counter()
         kv = KVCache(self.pool, self.config.max_position_embeddings)
+        if attribution:
+            kv.track_attention(len(ids))
         try:
             cached = self.restore_prefix(kv, ids, media)
             logits = self.prefill(kv, ids, media, start=cached)
@@ -186,7 +193,7 @@ class Engine:
             token_ids=out, text=_cut_at_stop(text.text, params.stop), finish_reason=finish,
             prompt_tokens=len(ids), cached_tokens=cached, completion_tokens=len(out), ttft_s=ttft,
             decode_tokens_per_s=(len(out) - 1) / decode_s if len(out) > 1 and decode_s > 0 else 0.0,
-            total_s=time.perf_counter() - start)
+            total_s=time.perf_counter() - start, attention=kv.attention_mass)
 
     @staticmethod
     def _hit_stop(text: str, stops: Sequence[str]) -> bool:

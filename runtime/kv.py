@@ -163,6 +163,12 @@ class KVCache:
         shape = (self.layout.num_layers, 2, self.layout.page_size, self.layout.num_kv_heads,
                  self.layout.head_dim)
         self.tail = torch.zeros(shape, dtype=self.layout.compute_dtype)
+        # Attention mass per position, summed over decode steps (last layer, mean over heads):
+        # what the answer looked at, mapped back to sources as citations.
+        self.attention_mass: torch.Tensor | None = None
+
+    def track_attention(self, positions: int) -> None:
+        self.attention_mass = torch.zeros(positions, dtype=torch.float32)
 
     @property
     def full_pages(self) -> int:
@@ -183,12 +189,18 @@ class KVCache:
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                scale: float, window: int | None = None) -> torch.Tensor:
         """Store k, v [n, kv_heads, dim] at the pending positions; attend q [n, heads, dim] causally."""
-        page = self.layout.page_size
-        tail_len = self.length % page
+        tail_len = self.length % self.layout.page_size
         past_k, past_v = self._past(layer)
-        keys = torch.cat((past_k, self.tail[layer, 0, :tail_len], k.to(self.tail.dtype)))
-        values = torch.cat((past_v, self.tail[layer, 1, :tail_len], v.to(self.tail.dtype)))
-        self._store(layer, keys[self.full_pages * page:], values[self.full_pages * page:])
+        recent_k = torch.cat((self.tail[layer, 0, :tail_len], k.to(self.tail.dtype)))
+        recent_v = torch.cat((self.tail[layer, 1, :tail_len], v.to(self.tail.dtype)))
+        self._store(layer, recent_k, recent_v)
+        if q.shape[0] == 1 and (window is None or self.length < window):
+            # Decode: no concatenation of the whole context, and no GQA expansion.
+            out, weights = _decode_attention(q, ((past_k, past_v), (recent_k, recent_v)), scale)
+            if self.attention_mass is not None and layer == self.layout.num_layers - 1:
+                self._track(weights)
+            return out
+        keys, values = torch.cat((past_k, recent_k)), torch.cat((past_v, recent_v))
         return _attention(q, keys, values, self.length, scale, window)
 
     def commit(self) -> None:
@@ -206,6 +218,12 @@ class KVCache:
         self.pool.free(self.page_ids)
         self.page_ids, self.length = [], 0
 
+    def _track(self, weights: torch.Tensor) -> None:
+        assert self.attention_mass is not None
+        mass = weights.float().mean(dim=(0, 1))
+        n = min(mass.shape[0], self.attention_mass.shape[0])
+        self.attention_mass[:n] += mass[:n]
+
     def _past(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.page_ids:
             empty = self.tail.new_empty((0, self.layout.num_kv_heads, self.layout.head_dim))
@@ -221,6 +239,28 @@ class KVCache:
         rest = k.shape[0] - n_full * page
         self.tail[layer, 0, :rest] = k[n_full * page:]
         self.tail[layer, 1, :rest] = v[n_full * page:]
+
+
+def _decode_attention(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Tensor], ...],
+                      scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One query [1, Hq, D] over key/value parts [L_i, Hkv, D]; returns output and weights [Hkv, G, L].
+
+    The parts' [L, Hkv, D] layout is read in place through strided matmuls (a [L, D] slice per
+    head is a valid BLAS operand), so decoding touches the cache once instead of copying it.
+    """
+    heads, dim = q.shape[1], q.shape[2]
+    kv_heads = parts[0][0].shape[1]
+    grouped = q[0].reshape(kv_heads, heads // kv_heads, dim)
+    scores = torch.cat([torch.matmul(grouped, k.permute(1, 2, 0)) for k, _ in parts], dim=-1)
+    weights = torch.softmax(scores.float() * scale, dim=-1).to(q.dtype)
+    out = None
+    offset = 0
+    for k, v in parts:
+        part = torch.matmul(weights[..., offset:offset + k.shape[0]], v.permute(1, 0, 2))
+        out = part if out is None else out + part
+        offset += k.shape[0]
+    assert out is not None
+    return out.reshape(1, heads, dim), weights
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, scale: float,
