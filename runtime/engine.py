@@ -129,22 +129,24 @@ class Engine:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, prompt_ids: Sequence[int], params: SamplingParams,
-            media: Sequence[MediaInput] = (), attribution: bool = False) -> Completion:
-        gen = self.stream(prompt_ids, params, media, attribution)
+            media: Sequence[MediaInput] = (), attribution: bool = False, tenant: str = "") -> Completion:
+        gen = self.stream(prompt_ids, params, media, attribution, tenant)
         for _ in gen:
             pass
         assert gen.result is not None
         return gen.result
 
     def stream(self, prompt_ids: Sequence[int], params: SamplingParams,
-               media: Sequence[MediaInput] = (), attribution: bool = False) -> Generation:
+               media: Sequence[MediaInput] = (), attribution: bool = False,
+               tenant: str = "") -> Generation:
         """Start generating; tokens arrive as the returned Generation is iterated.
 
         With `attribution`, the result carries the attention mass the answer put on each prompt
-        position (the citations' raw material).
+        position (the citations' raw material). `tenant` salts the prefix-cache keys: tenants
+        never share cached pages. Not thread-safe: one generation at a time per engine.
         """
         self._check_prompt(prompt_ids, params)
-        return Generation(self._loop(list(prompt_ids), params, media, attribution))
+        return Generation(self._loop(list(prompt_ids), params, media, attribution, tenant))
 
     def _check_prompt(self, prompt_ids: Sequence[int], params: SamplingParams) -> None:
         if not prompt_ids:
@@ -159,13 +161,13 @@ class Engine:
 
     @torch.inference_mode()
     def _loop(self, ids: list[int], params: SamplingParams,
-              media: Sequence[MediaInput], attribution: bool) -> Iterator[TokenEvent]:
+              media: Sequence[MediaInput], attribution: bool, tenant: str) -> Iterator[TokenEvent]:
         start = time.perf_counter()
         kv = KVCache(self.pool, self.config.max_position_embeddings)
         if attribution:
             kv.track_attention(len(ids))
         try:
-            cached = self.restore_prefix(kv, ids, media)
+            cached = self.restore_prefix(kv, ids, media, tenant)
             logits = self.prefill(kv, ids, media, start=cached)
             ttft = time.perf_counter() - start
             sampler, text = Sampler(params), StreamDecoder(self.tokenizer)
@@ -186,7 +188,7 @@ class Engine:
                 if len(out) < params.max_new_tokens:
                     logits = self.decode_step(kv, token)
             decode_s = time.perf_counter() - t_decode
-            self.after_generation(kv, ids + out, media)
+            self.after_generation(kv, ids + out, media, tenant)
         finally:
             kv.release()
         return Completion(
@@ -227,11 +229,15 @@ class Engine:
         return logits
 
     # -- seams for the prefix cache (kvstore) -------------------------------------------------
-    def restore_prefix(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput]) -> int:
+    def kv_stats(self) -> dict[str, int]:
+        """Resident KV bytes by tier."""
+        return {"device": self.pool.resident_bytes}
+
+    def restore_prefix(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput], tenant: str) -> int:
         """Load cached full pages of this prompt's prefix into `kv`; returns positions restored."""
         return 0
 
-    def after_generation(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput]) -> None:
+    def after_generation(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput], tenant: str) -> None:
         """Hand the sequence's full pages to the prefix cache (nothing without one)."""
 
 

@@ -92,17 +92,17 @@ class AskStream:
 
 
 def ask_stream(engine: Engine, prompt: Prompt, question: str, params: SamplingParams,
-               max_citations: int = 5) -> AskStream:
-    """Start answering `question` about `prompt`; iterate for text."""
+               max_citations: int = 5, tenant: str = "") -> AskStream:
+    """Start answering `question` about `prompt`; iterate for text. One at a time per engine."""
     ids = question_ids(engine, prompt, question)
-    generation = engine.stream(ids, params, prompt.media, attribution=max_citations > 0)
+    generation = engine.stream(ids, params, prompt.media, attribution=max_citations > 0, tenant=tenant)
     return AskStream(prompt, generation, max_citations)
 
 
 def ask(engine: Engine, prompt: Prompt, question: str, params: SamplingParams,
-        max_citations: int = 5) -> AskResult:
+        max_citations: int = 5, tenant: str = "") -> AskResult:
     """Answer `question` about `prompt`, with citations and usage."""
-    stream = ask_stream(engine, prompt, question, params, max_citations)
+    stream = ask_stream(engine, prompt, question, params, max_citations, tenant)
     for _ in stream:
         pass
     assert stream.result is not None
