@@ -12,6 +12,7 @@ they are when a model walks its layers once per token.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -79,6 +80,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    if load > 0.5:  # other busy processes preempt one of the threads: ~8 ms stalls per parallel region
+        print(f"WARNING: load average {load:.2f}: other processes are running, timings will be noisy\n")
     min_s, max_rounds = (0.1, 5) if args.quick else (1.0, 100)
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, "

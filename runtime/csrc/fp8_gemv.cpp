@@ -33,6 +33,7 @@ namespace {
 
 constexpr int kMaxTokens = 8;  // tokens per pass of the small-batch GEMV (accumulators in zmm)
 constexpr int64_t kPrefetchBytes = 2048;  // how far ahead of the weight stream to prefetch
+constexpr int64_t kL1Bytes = 16 << 10;     // packed x per column tile: half of a 32 KiB L1
 
 float e4m3_to_float(uint8_t b) {
   const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
@@ -150,8 +151,10 @@ STRATA_AVX512 inline __m512 dot(__m512 acc, __m512i w, const uint16_t* xp) {
 }
 
 // One output row for T tokens (starting at token t0), S bf16 parts per token.
+// Blocks [kb0, kb1) of one output row for T tokens from t0, added into p.out.
 template <int T, int S>
-STRATA_AVX512 void row_avx512(const Problem& p, const uint16_t* xp, int64_t Kp, int64_t r, int64_t t0) {
+STRATA_AVX512 void row_avx512(const Problem& p, const uint16_t* xp, int64_t Kp, int64_t r, int64_t t0,
+                              int64_t kb0, int64_t kb1, int64_t prefetch_offset) {
   const Tables& tb = tables();
   const __m512i hi0 = _mm512_load_si512(tb.bf16_hi), hi1 = _mm512_load_si512(tb.bf16_hi + 64);
   const __m512i lo0 = _mm512_load_si512(tb.bf16_lo), lo1 = _mm512_load_si512(tb.bf16_lo + 64);
@@ -160,16 +163,16 @@ STRATA_AVX512 void row_avx512(const Problem& p, const uint16_t* xp, int64_t Kp, 
   const int64_t chunks = (p.K + 63) / 64, per_block = p.bk / 64;
   __m512 total[T];
   for (int t = 0; t < T; ++t) total[t] = _mm512_setzero_ps();
-  for (int64_t kb = 0; kb < p.kblocks; ++kb) {
+  for (int64_t kb = kb0; kb < kb1; ++kb) {
     __m512 blk[T];
     for (int t = 0; t < T; ++t) blk[t] = _mm512_setzero_ps();
     const int64_t c1 = std::min(chunks, (kb + 1) * per_block);
     for (int64_t c = kb * per_block; c < c1; ++c) {
       const int64_t left = p.K - c * 64;
       const __mmask64 mask = left >= 64 ? ~0ULL : (1ULL << left) - 1;
-      // Rows are contiguous, so this runs ahead across row ends and page ends, where the
-      // hardware prefetchers stop; without it a cold weight streams from DRAM at a quarter speed.
-      _mm_prefetch(reinterpret_cast<const char*>(wr + c * 64 + kPrefetchBytes), _MM_HINT_T0);
+      // The same columns a few rows on: the hardware prefetchers stop at page ends and row-tile
+      // ends; without this a cold weight streams from DRAM at a quarter of the speed.
+      _mm_prefetch(reinterpret_cast<const char*>(wr + prefetch_offset + c * 64), _MM_HINT_T0);
       const WeightChunk w = load_chunk(wr + c * 64, mask, hi0, hi1, lo0, lo1);
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
@@ -184,25 +187,33 @@ STRATA_AVX512 void row_avx512(const Problem& p, const uint16_t* xp, int64_t Kp, 
     const __m512 sc = _mm512_set1_ps(sr[kb]);
     for (int t = 0; t < T; ++t) total[t] = _mm512_fmadd_ps(blk[t], sc, total[t]);
   }
-  const float b = p.bias ? p.bias[r] : 0.f;
-  for (int t = 0; t < T; ++t) p.out[(t0 + t) * p.N + r] = _mm512_reduce_add_ps(total[t]) + b;
+  for (int t = 0; t < T; ++t) p.out[(t0 + t) * p.N + r] += _mm512_reduce_add_ps(total[t]);
 }
 
+// Rows [r0, r1) for all p.n tokens, added into p.out. The columns go in tiles small enough that
+// the packed x of every token stays in L1 (16 KiB), where the dot products need it once a chunk;
+// from L2, x loads, not arithmetic, set the pace for 8 tokens.
 template <int S>
 STRATA_AVX512 void gemv_rows_avx512(const Problem& p, const uint16_t* xp, int64_t Kp, int64_t r0, int64_t r1) {
   constexpr int kTokens = S == 1 ? kMaxTokens : kMaxTokens / 2;  // T * S accumulator chains in flight
-  for (int64_t r = r0; r < r1; ++r) {
-    int64_t t0 = 0;
-    for (; t0 + kTokens <= p.n; t0 += kTokens) row_avx512<kTokens, S>(p, xp, Kp, r, t0);
-    switch (p.n - t0) {  // the weight row is in L1 now; the leftover tokens reuse it
-      case 1: row_avx512<1, S>(p, xp, Kp, r, t0); break;
-      case 2: row_avx512<2, S>(p, xp, Kp, r, t0); break;
-      case 3: row_avx512<3, S>(p, xp, Kp, r, t0); break;
-      case 4: row_avx512<4, S>(p, xp, Kp, r, t0); break;
-      case 5: row_avx512<5, S>(p, xp, Kp, r, t0); break;
-      case 6: row_avx512<6, S>(p, xp, Kp, r, t0); break;
-      case 7: row_avx512<7, S>(p, xp, Kp, r, t0); break;
-      default: break;
+  const int64_t tile_blocks = std::max<int64_t>(1, kL1Bytes / (2 * S * p.n) / p.bk);
+  const int64_t tile_bytes = tile_blocks * p.bk;
+  const int64_t prefetch_offset = (kPrefetchBytes + tile_bytes - 1) / tile_bytes * p.K;
+  for (int64_t kb0 = 0; kb0 < p.kblocks; kb0 += tile_blocks) {
+    const int64_t kb1 = std::min(p.kblocks, kb0 + tile_blocks);
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t t0 = 0;
+      for (; t0 + kTokens <= p.n; t0 += kTokens) row_avx512<kTokens, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset);
+      switch (p.n - t0) {  // the weight row is in L1 now; the leftover tokens reuse it
+        case 1: row_avx512<1, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 2: row_avx512<2, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 3: row_avx512<3, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 4: row_avx512<4, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 5: row_avx512<5, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 6: row_avx512<6, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 7: row_avx512<7, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        default: break;
+      }
     }
   }
 }
@@ -213,7 +224,7 @@ STRATA_AVX512 void dequant_rows_avx512(const Problem& p, int64_t r0, int64_t r1,
     const uint8_t* wr = p.w + r * p.K;
     const float* sr = p.scale + (r / p.bn) * p.kblocks;
     for (int64_t k = 0; k < p.K; k += 16) {
-      _mm_prefetch(reinterpret_cast<const char*>(wr + k + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(wr + k + kPrefetchBytes), _MM_HINT_T0);  // see row_avx512
       const int64_t left = p.K - k;
       const __mmask16 mask = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
       const __m128i b = _mm_maskz_loadu_epi8(mask, wr + k);
@@ -279,6 +290,7 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scal
   p.n = x.size(0);
   at::Tensor out = at::empty({p.n, p.N}, x.options().dtype(at::kFloat));
   p.out = out.data_ptr<float>();
+  if (p.n == 0) return out.to(x.scalar_type());
   const float* xs = xf.data_ptr<float>();
   const int64_t grain = row_grain(p.K, p.n);
   if (cpu_has_avx512() && p.bk % 64 == 0) {
@@ -289,6 +301,8 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scal
     if (exact_bf16) pack_x<1>(xs, p.n, p.K, Kp, parts.data());
     else pack_x<3>(xs, p.n, p.K, Kp, parts.data());
     const uint16_t* xp = parts.data();
+    if (p.bias) out.copy_(bias_f.unsqueeze(0).expand({p.n, p.N}));
+    else out.zero_();
     at::parallel_for(0, p.N, grain, [&](int64_t r0, int64_t r1) {
       if (exact_bf16) gemv_rows_avx512<1>(p, xp, Kp, r0, r1);
       else gemv_rows_avx512<3>(p, xp, Kp, r0, r1);
