@@ -37,6 +37,19 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
 
+    # Jobs (Celery): redis_url set -> Redis broker and result backend; unset -> files under home/jobs
+    jobs_lease_s: float = Field(default=60.0, gt=0)  # a document task silent this long is presumed dead
+    jobs_sweep_s: float = Field(default=15.0, gt=0)  # how often a worker looks for dead document tasks
+    jobs_max_retries: int = Field(default=5, ge=0)  # retries of a document task after a transient error
+    jobs_retry_backoff_s: float = Field(default=2.0, ge=0)  # first retry delay; doubles per retry
+    jobs_retry_backoff_max_s: float = Field(default=60.0, ge=0)
+    jobs_visibility_timeout_s: int = Field(default=3600, gt=0)  # Redis: unacked message redelivery
+    jobs_poll_s: float = Field(default=0.2, gt=0)  # embedded broker: queue polling interval
+    jobs_max_documents: int = Field(default=10_000, gt=0)
+    jobs_max_questions: int = Field(default=200, gt=0)
+    jobs_max_new_tokens: int = Field(default=512, gt=0)
+    jobs_concurrency: int = Field(default=1, gt=0)  # worker processes, one engine each
+
     @field_validator("page_size")
     @classmethod
     def _page_size(cls, v: int) -> int:
