@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ import torch
 from runtime.config import ModelConfig
 from runtime.kv import KVCache, KVLayout, PagePool
 from runtime.loader import LoadedModel, checkpoint_fingerprint, load_model
+from runtime.prefix_cache import PrefixCache, SequenceKeys
 from runtime.sampling import Sampler, SamplingParams, StreamDecoder
 from strata.errors import BadRequest, ConfigError, PromptTooLong
 from strata.settings import get_settings
@@ -77,7 +79,8 @@ class Generation:
 class Engine:
     """Runs one checkpoint on one device with a paged KV cache."""
 
-    def __init__(self, loaded: LoadedModel, options: EngineOptions, path: Path | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, options: EngineOptions, path: Path | None = None,
+                 store: Any = None, cache: bool = True) -> None:
         self.model = loaded.model
         self.config: ModelConfig = loaded.config
         self.tokenizer = loaded.tokenizer
@@ -92,12 +95,21 @@ class Engine:
                                self.config.head_dim, options.page_size, storage, self.dtype)
         self.pool = PagePool(self.layout, options.kv_pool_bytes)
         self.fingerprint = checkpoint_fingerprint(path) if path else b""
+        self.store = store
+        self.cache = PrefixCache(self.pool, store, self.fingerprint) if cache and self.fingerprint else None
+        if store is not None:
+            atexit.register(self.close)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", weights: str = "auto",
                         kv_dtype: str | None = None, page_size: int | None = None,
-                        prefill_chunk: int | None = None) -> Engine:
-        """Load a checkpoint directory (config.json, *.safetensors, optional tokenizer.json)."""
+                        prefill_chunk: int | None = None, cache: bool | None = None) -> Engine:
+        """Load a checkpoint directory (config.json, *.safetensors, optional tokenizer.json).
+
+        With the cache on (STRATA_CACHE, default true), full KV pages are kept in the pool, host
+        RAM and LMDB under STRATA_HOME (and Redis with STRATA_KV_REDIS_URL) and reused by any
+        later prompt with the same prefix, in this process or another.
+        """
         if device != "cpu" and not device.startswith("cuda"):
             raise ConfigError(f"device '{device}' is not supported (cpu or cuda)")
         settings = get_settings()
@@ -106,7 +118,23 @@ class Engine:
         options = EngineOptions(kv_dtype or settings.kv_dtype, page_size or settings.page_size,
                                 prefill_chunk or settings.prefill_chunk, settings.kv_device_bytes)
         loaded = load_model(path, weights, device)
-        return cls(loaded, options, Path(path))
+        use_cache = settings.cache if cache is None else cache
+        store = None
+        if use_cache:
+            from runtime.prefix_cache import acquire_store
+
+            store = acquire_store(settings)
+        return cls(loaded, options, Path(path), store, use_cache)
+
+    def close(self) -> None:
+        """Finish writing queued pages to the persistent tiers and close them."""
+        if self.store is not None:
+            from runtime.prefix_cache import release_store
+
+            release_store(self.store)
+            self.store = None
+            if self.cache is not None:
+                self.cache.store = None
 
     # -- the contract -------------------------------------------------------------------------
     def generate(self, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0) -> list[int]:
@@ -167,8 +195,9 @@ class Engine:
         if attribution:
             kv.track_attention(len(ids))
         try:
-            cached = self.restore_prefix(kv, ids, media, tenant)
-            logits = self.prefill(kv, ids, media, start=cached)
+            keys = self._keys(ids, media, tenant)
+            cached = self.restore_prefix(kv, keys, len(ids))
+            logits = self.prefill(kv, ids, media, start=cached, after_chunk=lambda: self._save(kv, keys))
             ttft = time.perf_counter() - start
             sampler, text = Sampler(params), StreamDecoder(self.tokenizer)
             out: list[int] = []
@@ -188,7 +217,7 @@ class Engine:
                 if len(out) < params.max_new_tokens:
                     logits = self.decode_step(kv, token)
             decode_s = time.perf_counter() - t_decode
-            self.after_generation(kv, ids + out, media, tenant)
+            self.after_generation(kv, ids + out, media, tenant, keys)
         finally:
             kv.release()
         return Completion(
@@ -202,7 +231,7 @@ class Engine:
         return any(s and s in text for s in stops)
 
     def prefill(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput] = (),
-                start: int = 0) -> torch.Tensor:
+                start: int = 0, after_chunk: Callable[[], None] | None = None) -> torch.Tensor:
         """Run positions start..len(ids) through the model in chunks; logits of the last position."""
         rows, patches = _patch_rows(ids, media, self.config)
         chunk = self.options.prefill_chunk
@@ -211,6 +240,8 @@ class Engine:
             hi = min(lo + chunk, len(ids))
             chunk_media = _chunk_media(rows, patches, lo, hi)
             logits = self._forward(kv, ids[lo:hi], lo, chunk_media)
+            if after_chunk is not None:
+                after_chunk()
         return logits
 
     def decode_step(self, kv: KVCache, token: int) -> torch.Tensor:
@@ -231,14 +262,42 @@ class Engine:
     # -- seams for the prefix cache (kvstore) -------------------------------------------------
     def kv_stats(self) -> dict[str, int]:
         """Resident KV bytes by tier."""
-        return {"device": self.pool.resident_bytes}
+        out = {"device": self.pool.resident_bytes}
+        if self.store is not None:
+            stats = self.store.stats()
+            out["host"] = int(stats.get("host", {}).get("bytes", 0))
+            if "lmdb" in stats:
+                out["disk"] = int(stats["lmdb"].get("bytes", 0))
+        return out
 
-    def restore_prefix(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput], tenant: str) -> int:
-        """Load cached full pages of this prompt's prefix into `kv`; returns positions restored."""
-        return 0
+    def _keys(self, ids: list[int], media: Sequence[MediaInput], tenant: str) -> SequenceKeys | None:
+        if self.cache is None:
+            return None
+        spans = [(m.start, m.length, bytes(m.media_hash)) for m in media]
+        return self.cache.keys_for(ids, spans, tenant)
 
-    def after_generation(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput], tenant: str) -> None:
-        """Hand the sequence's full pages to the prefix cache (nothing without one)."""
+    def _save(self, kv: KVCache, keys: SequenceKeys | None) -> None:
+        if self.cache is not None and keys is not None:
+            self.cache.save(kv, keys)
+
+    def restore_prefix(self, kv: KVCache, keys: SequenceKeys | None, prompt_len: int) -> int:
+        """Adopt the cached full pages of this prompt's prefix; returns positions restored.
+
+        At least the last prompt token is always recomputed: its logits start the answer.
+        """
+        if self.cache is None or keys is None:
+            return 0
+        return self.cache.restore(kv, keys, (prompt_len - 1) // self.layout.page_size)
+
+    def after_generation(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput], tenant: str,
+                         keys: SequenceKeys | None) -> None:
+        """Hand the full pages holding the answer to the cache too (a follow-up turn reuses them)."""
+        if keys is None:
+            return
+        full = self._keys(ids, media, tenant)
+        assert full is not None
+        full.stored = keys.stored
+        self._save(kv, full)
 
 
 def _patch_rows(ids: list[int], media: Sequence[MediaInput],

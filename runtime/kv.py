@@ -8,6 +8,7 @@ fixed once written, and makes the full-page boundary the unit that kvstore/ hash
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -47,13 +48,21 @@ class KVLayout:
 
 
 class PagePool:
-    """Fixed-size KV pages for every layer, handed out from a free list; grows up to a byte budget."""
+    """Fixed-size KV pages for every layer, handed out from a free list; grows up to a byte budget.
+
+    This is the device tier of the prefix cache: a full page with a content key stays here after
+    its sequence ends (reference count 0, in LRU order) and is evicted only when a new page needs
+    the room. A sequence that finds its prefix here shares those pages without copying them.
+    """
 
     def __init__(self, layout: KVLayout, max_bytes: int, initial_pages: int = 64) -> None:
         self.layout = layout
         self.max_pages = max(1, max_bytes // layout.page_bytes)
         self.capacity = 0
         self.free_ids: list[int] = []
+        self.refs: dict[int, int] = {}
+        self.keyed: OrderedDict[bytes, int] = OrderedDict()  # key -> page; idle ones are evictable
+        self.key_of: dict[int, bytes] = {}
         shape = (layout.num_layers, 2, 0, layout.page_size, layout.num_kv_heads, layout.head_dim)
         self.data = torch.empty(shape, dtype=STORAGE_DTYPES[layout.storage])
         self.scales = torch.ones((layout.num_layers, 2, 0, layout.num_kv_heads), dtype=torch.float32)
@@ -64,24 +73,67 @@ class PagePool:
         return self.capacity - len(self.free_ids)
 
     @property
+    def cached_pages(self) -> int:
+        return len(self.keyed)
+
+    @property
     def resident_bytes(self) -> int:
         return self.used_pages * self.layout.page_bytes
 
+    def _idle_keyed(self) -> int:
+        return sum(1 for p in self.keyed.values() if not self.refs.get(p))
+
     def can_allocate(self, n: int) -> bool:
-        return n <= len(self.free_ids) + (self.max_pages - self.capacity)
+        room = len(self.free_ids) + (self.max_pages - self.capacity)
+        return n <= room or n <= room + self._idle_keyed()
 
     def allocate(self, n: int) -> list[int]:
-        """Take `n` pages; call can_allocate first (an empty pool is a bug, not a user error)."""
+        """Take `n` pages (referenced once); call can_allocate first."""
         if not self.can_allocate(n):
             raise MemoryError(f"KV page pool exhausted: need {n}, have {len(self.free_ids)}")
         if n > len(self.free_ids):
             self._grow(min(self.max_pages, max(2 * self.capacity, self.capacity + n)))
+        while n > len(self.free_ids):
+            self._evict_one()
         taken, self.free_ids = self.free_ids[:n], self.free_ids[n:]
+        for page in taken:
+            self.refs[page] = 1
         return taken
 
     def free(self, page_ids: list[int]) -> None:
-        self.free_ids.extend(page_ids)
+        """Drop one reference to each page; keyed pages stay cached, the rest return to the free list."""
+        released = []
+        for page in page_ids:
+            self.refs[page] -= 1
+            if not self.refs[page]:
+                del self.refs[page]
+                if page not in self.key_of:
+                    released.append(page)
+        self.free_ids.extend(released)
         self.free_ids.sort()
+
+    def lookup(self, key: bytes) -> int | None:
+        """The resident page holding `key`, referenced for the caller; None on a miss."""
+        page = self.keyed.get(key)
+        if page is not None:
+            self.keyed.move_to_end(key)
+            self.refs[page] = self.refs.get(page, 0) + 1
+        return page
+
+    def register(self, page: int, key: bytes) -> None:
+        """Name a full page by its content key so later sequences can share it."""
+        if key in self.keyed or page in self.key_of:
+            return
+        self.keyed[key] = page
+        self.key_of[page] = key
+
+    def _evict_one(self) -> None:
+        for key, page in self.keyed.items():
+            if not self.refs.get(page):
+                del self.keyed[key], self.key_of[page]
+                self.free_ids.append(page)
+                return
+        raise MemoryError("KV page pool exhausted: every cached page is in use")
 
     def _grow(self, pages: int) -> None:
         extra = pages - self.capacity
@@ -213,6 +265,13 @@ class KVCache:
         """Forget a pass that failed midway: return its pages to the pool."""
         self.pool.free(self._new_pages)
         self._new_pages, self.pending = [], 0
+
+    def adopt(self, pages: list[int]) -> None:
+        """Start this (empty) sequence from full, already-computed pages: its cached prefix."""
+        if self.length or self.page_ids:
+            raise RuntimeError("adopt() needs an empty sequence")
+        self.page_ids = list(pages)
+        self.length = len(pages) * self.layout.page_size
 
     def release(self) -> None:
         self.pool.free(self.page_ids)

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--weights", choices=("auto", "fp8", "bf16", "fp32"), default="auto")
     p.add_argument("--citations", type=int, default=5, help="how many sources to cite")
+    p.add_argument("--no-cache", action="store_true", help="neither reuse nor store cached KV pages")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=ask_command)
 
@@ -39,7 +40,7 @@ def ask_command(args: argparse.Namespace) -> int:
     from runtime import Engine, SamplingParams
     from strata.ask import ask_stream
 
-    engine = Engine.from_pretrained(args.model, weights=args.weights)
+    engine = Engine.from_pretrained(args.model, weights=args.weights, cache=False if args.no_cache else None)
     target = Target.from_model_dir(args.model)
     budget = material_budget(engine.config.max_position_embeddings, args.max_new_tokens, args.budget)
     prompt = build_prompt(args.sources, target, budget, progress=not args.json and sys.stderr.isatty())

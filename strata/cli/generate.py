@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--top-k", type=int, default=0)
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--no-cache", action="store_true", help="neither reuse nor store cached KV pages")
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.set_defaults(handler=generate)
 
@@ -61,7 +62,8 @@ def generate(args: argparse.Namespace) -> int:
             raise BadRequest(f"cannot read --prompt-file {args.prompt_file}: {exc.strerror}") from exc
     else:
         prompt = args.prompt
-    engine = Engine.from_pretrained(args.model, weights=args.weights, kv_dtype=args.kv_dtype)
+    engine = Engine.from_pretrained(args.model, weights=args.weights, kv_dtype=args.kv_dtype,
+                                    cache=False if args.no_cache else None)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_p=args.top_p, top_k=args.top_k, seed=args.seed, stop=tuple(args.stop))
     gen = engine.stream(engine.encode(prompt), params)
@@ -76,7 +78,8 @@ def generate(args: argparse.Namespace) -> int:
                    "prompt_tokens": result.prompt_tokens, "cached_tokens": result.cached_tokens,
                    "completion_tokens": result.completion_tokens, "ttft_s": round(result.ttft_s, 6),
                    "decode_tokens_per_s": round(result.decode_tokens_per_s, 3),
-                   "weights": engine.weights, "kv_dtype": engine.layout.storage, **result.extra})
+                   "weights": engine.weights, "kv_dtype": engine.layout.storage,
+                   "kv_bytes": engine.kv_stats(), **result.extra})
     else:
         sys.stdout.write("\n")
     return 0

@@ -1,0 +1,151 @@
+"""The prefix cache: full KV pages found by content key in the pool, host RAM, LMDB or Redis.
+
+A prompt's full pages are keyed by a chain over their token ids (and media hashes) rooted in
+the model fingerprint, KV layout and tenant salt (kvstore.keys). Before prefill, the longest
+run of leading pages found in any tier is adopted; after each forward pass, newly filled pages
+are registered in the pool and handed to the tiered store, which writes them behind the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from kvstore.keys import chain_digests, chain_keys, root_key
+from kvstore.tiers import TieredStore, open_store
+from runtime.kv import STORAGE_DTYPES, KVCache, PagePool
+from strata.settings import Settings
+
+# LMDB allows one open environment per path and process: engines in one process share a store.
+_stores: dict[tuple, tuple[TieredStore, int]] = {}
+_stores_lock = threading.Lock()
+
+
+def acquire_store(settings: Settings) -> TieredStore:
+    """The process's tiered store for these settings, opened on first use and reference-counted."""
+    ident = (str(settings.home), settings.kv_host_bytes, settings.kv_disk_bytes, settings.kv_redis_url)
+    with _stores_lock:
+        store, refs = _stores.get(ident) or (open_store(settings), 0)
+        _stores[ident] = (store, refs + 1)
+        return store
+
+
+def release_store(store: TieredStore) -> None:
+    """Drop one reference; the last one flushes queued writes and closes the store."""
+    with _stores_lock:
+        for ident, (held, refs) in list(_stores.items()):
+            if held is store:
+                if refs > 1:
+                    _stores[ident] = (held, refs - 1)
+                    held.flush()
+                    return
+                del _stores[ident]
+        store.close()
+
+
+@dataclass(slots=True)
+class SequenceKeys:
+    """Keys and token digests of one sequence's full pages, and how many are already stored."""
+
+    keys: list[bytes]
+    digests: list[bytes]
+    stored: int = 0
+    restored: int = 0
+    media: list[tuple[int, int, bytes]] = field(default_factory=list)
+
+
+class PageCodec:
+    """Page bytes <-> pool pages: the stored K/V (+ FP8 scales) and the key min/max summary."""
+
+    def __init__(self, pool: PagePool) -> None:
+        layout = pool.layout
+        self.pool = pool
+        dtype = STORAGE_DTYPES[layout.storage]
+        self.data_shape = (layout.num_layers, 2, layout.page_size, layout.num_kv_heads, layout.head_dim)
+        self.data_bytes = int(np.prod(self.data_shape)) * dtype.itemsize
+        self.scale_shape = (layout.num_layers, 2, layout.num_kv_heads)
+        self.scale_bytes = int(np.prod(self.scale_shape)) * 4
+
+    def encode(self, page: int) -> tuple[bytes, bytes]:
+        data, scales = self.pool.export_page(page)
+        payload = data.view(torch.uint8).numpy().tobytes() + scales.numpy().tobytes()
+        keys = data[:, 0].to(torch.float32) * scales[:, 0, None, :, None]
+        summary = torch.stack((keys.amin(dim=1), keys.amax(dim=1)), dim=1)  # [L, 2, H, D]
+        return payload, summary.numpy().tobytes()
+
+    def decode_into(self, page: int, payload: bytes) -> bool:
+        """Load `payload` into pool page `page`; False (a miss) when its size is not a page's."""
+        if len(payload) != self.data_bytes + self.scale_bytes:
+            return False
+        raw = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+        data = raw[:self.data_bytes].view(STORAGE_DTYPES[self.pool.layout.storage]).view(self.data_shape)
+        scales = raw[self.data_bytes:].view(torch.float32).view(self.scale_shape)
+        self.pool.import_page(page, data, scales)
+        return True
+
+
+class PrefixCache:
+    """Finds and saves the full pages of sequences run by one engine."""
+
+    def __init__(self, pool: PagePool, store: TieredStore | None, fingerprint: bytes) -> None:
+        self.pool, self.store = pool, store
+        self.codec = PageCodec(pool)
+        self.fingerprint = fingerprint
+        self.page_size = pool.layout.page_size
+
+    def keys_for(self, ids: Sequence[int], media: Sequence[tuple[int, int, bytes]],
+                 tenant: str) -> SequenceKeys:
+        salt = b""
+        if tenant:
+            salt = hashlib.blake2b(tenant.encode(), digest_size=16, person=b"strata-tenant").digest()
+        root = root_key(self.fingerprint, self.pool.layout.storage, self.page_size, salt)
+        return SequenceKeys(chain_keys(root, ids, self.page_size, media), chain_digests(ids, self.page_size),
+                            media=list(media))
+
+    def restore(self, kv: KVCache, keys: SequenceKeys, limit_pages: int) -> int:
+        """Adopt the longest cached run of leading pages (at most `limit_pages`); tokens restored."""
+        pages: list[int] = []
+        for key in keys.keys[:limit_pages]:
+            page = self.pool.lookup(key)
+            if page is None:
+                break
+            pages.append(page)
+        pages += self._from_store(keys, len(pages), limit_pages)
+        kv.adopt(pages)
+        keys.stored = keys.restored = len(pages)
+        return len(pages) * self.page_size
+
+    def _from_store(self, keys: SequenceKeys, start: int, limit: int) -> list[int]:
+        """Pages start.. from the host/LMDB/Redis tiers, loaded into fresh pool pages."""
+        wanted = keys.keys[start:limit]
+        if self.store is None or not wanted or not self.pool.can_allocate(len(wanted)):
+            return []
+        payloads = self.store.get_many(wanted, keys.digests[start:limit])
+        hits = next((i for i, p in enumerate(payloads) if p is None), len(payloads))
+        if not hits:
+            return []
+        pages = self.pool.allocate(hits)
+        loaded = 0
+        for page, payload, key in zip(pages, payloads[:hits], wanted, strict=False):
+            if payload is None or not self.codec.decode_into(page, payload):
+                break
+            self.pool.register(page, key)
+            loaded += 1
+        self.pool.free(pages[loaded:])
+        return pages[:loaded]
+
+    def save(self, kv: KVCache, keys: SequenceKeys) -> None:
+        """Register and persist the sequence's full pages that have keys and are not stored yet."""
+        upto = min(kv.full_pages, len(keys.keys))
+        for i in range(keys.stored, upto):
+            page, key = kv.page_ids[i], keys.keys[i]
+            self.pool.register(page, key)
+            if self.store is not None:
+                payload, summary = self.codec.encode(page)
+                self.store.put(key, keys.digests[i], payload, summary)
+        keys.stored = max(keys.stored, upto)
