@@ -90,6 +90,8 @@ class LMDBEnv:
                 metasync=False,
             )
             self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
+            # Reader slots of killed processes pin old pages; free them before they grow the file.
+            self.env.reader_check()
         except (lmdb.Error, OSError) as exc:
             raise StoreError(f"KV store at {self.path} cannot be opened ({exc}); {_WAY_OUT}") from None
         self._pid = os.getpid()

@@ -1,0 +1,117 @@
+"""TieredStore: host RAM over real LMDB over a real Redis; promotion, budgets, failures."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kvstore.lmdb_store import LMDBStore
+from kvstore.redis_store import RedisStore
+from kvstore.store import PageStore
+from kvstore.tiers import TieredStore, open_store
+from strata.settings import Settings
+from tests.conftest import free_port, wait_for_port
+from tests.kvstore.workers import page
+
+MiB = 1 << 20
+
+
+def test_every_store_implements_the_protocol(tmp_path: Path, redis_url: str) -> None:
+    lmdb = LMDBStore(tmp_path, 8 * MiB)
+    redis = RedisStore(redis_url, namespace=f"test:{uuid.uuid4().hex[:8]}")
+    tiered = TieredStore(1 * MiB, lmdb, redis)
+    assert all(isinstance(s, PageStore) for s in (lmdb, redis, tiered))
+    tiered.clear()
+    tiered.close()
+
+
+def test_put_reaches_every_tier_and_get_promotes(tmp_path: Path, redis_url: str) -> None:
+    ns = f"test:{uuid.uuid4().hex[:8]}"
+    tiered = TieredStore(1 * MiB, LMDBStore(tmp_path, 8 * MiB), RedisStore(redis_url, namespace=ns))
+    items = [page(i) for i in range(6)]
+    for p in items:
+        assert tiered.put(*p)
+    assert tiered.flush(timeout=10)
+    assert tiered.lmdb.stats()["entries"] == 6 and tiered.redis.stats()["entries"] == 6
+    key, digest, payload, summary = items[0]
+    assert tiered.get(key, digest) == payload and tiered.host.hits == 1
+
+    tiered.host.clear()  # host miss -> LMDB hit -> back in host
+    assert tiered.get(key, digest) == payload
+    assert tiered.host.contains(key) and tiered.host.get_summary(key) == summary
+
+    tiered.host.clear()
+    tiered.lmdb.clear()  # only Redis has it now: hit, then written back to host and LMDB
+    assert tiered.get_many([p[0] for p in items], [p[1] for p in items]) == [p[2] for p in items]
+    assert tiered.flush(timeout=10)
+    assert tiered.lmdb.get(key, digest) == payload and tiered.lmdb.get_summary(key) == summary
+    stats = tiered.stats()
+    assert stats["redis"]["hits"] == 6 and stats["lmdb"]["misses"] >= 6
+    tiered.clear()
+    tiered.close()
+
+
+def test_summary_comes_from_the_fastest_tier(tmp_path: Path) -> None:
+    tiered = TieredStore(1 * MiB, LMDBStore(tmp_path, 8 * MiB))
+    key, digest, payload, summary = page(1)
+    tiered.put(key, digest, payload, summary)
+    tiered.flush(timeout=10)
+    tiered.host.clear()
+    assert tiered.get_summary(key) == summary
+    assert tiered.host.get_summary(key) == summary and not tiered.host.contains(key)
+    assert tiered.get(key, digest) == payload  # summary-only entry completed by the page
+    assert tiered.host.contains(key)
+    tiered.close()
+
+
+def test_host_budget_is_respected(tmp_path: Path) -> None:
+    tiered = TieredStore(100_000, LMDBStore(tmp_path, 8 * MiB))
+    items = [page(i) for i in range(20)]  # ~17-23 KiB each
+    for p in items:
+        tiered.put(*p)
+    assert tiered.flush(timeout=10)
+    host = tiered.stats()["host"]
+    assert host["bytes"] <= 100_000 and host["evicted"] > 0 and host["entries"] < 20
+    assert all(tiered.get(p[0], p[1]) == p[2] for p in items)  # the rest come from LMDB
+    tiered.close()
+
+
+def test_redis_failure_is_a_miss_not_an_error(tmp_path: Path) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server binary not found")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, server)
+        redis = RedisStore(f"redis://127.0.0.1:{port}/0", timeout_s=0.5)
+        tiered = TieredStore(1 * MiB, LMDBStore(tmp_path, 8 * MiB), redis)
+    finally:
+        server.kill()  # the shared server goes away while the store is open
+        server.wait()
+    key, digest, payload, summary = page(1)
+    assert tiered.get(key, digest) is None and not tiered.contains(key)
+    assert tiered.put(key, digest, payload, summary)  # LMDB still takes it
+    assert tiered.flush(timeout=10)
+    stats = tiered.stats()
+    assert stats["redis"]["errors"] >= 2 and "error" in stats["redis"]
+    assert stats["writers"]["redis"]["failed"] == 1 and stats["lmdb"]["entries"] == 1
+    tiered.close()
+
+
+def test_open_store_from_settings(tmp_path: Path, redis_url: str) -> None:
+    settings = Settings(home=tmp_path, kv_host_bytes=2 * MiB, kv_disk_bytes=16 * MiB, kv_redis_url=redis_url)
+    store = open_store(settings)
+    assert store.lmdb.path == tmp_path / "lmdb" and store.lmdb.capacity == 16 * MiB
+    assert store.host.budget == 2 * MiB and store.redis is not None
+    store.close()
+    no_disk = open_store(Settings(home=tmp_path, kv_disk_bytes=0), path=tmp_path / "x")
+    assert no_disk.lmdb is None and no_disk.redis is None
+    no_disk.close()
