@@ -280,7 +280,10 @@ def fp8_linear(
     bias: torch.Tensor | None = None,
     block: tuple[int, int] = DEFAULT_BLOCK,
 ) -> torch.Tensor:
-    """y = x @ dequantize(weight, scale_inv).T + bias for x [..., in] (fp32 or bf16), in x's dtype."""
+    """y = x @ dequantize(weight, scale_inv).T + bias for x [..., in] (fp32 or bf16), in x's dtype.
+
+    Inference only: on CPU the result carries no autograd history.
+    """
     if x.dtype not in (torch.float32, torch.bfloat16):
         raise TypeError(f"FP8 linear takes fp32 or bf16 activations, got {x.dtype}")
     lead = x.shape[:-1]
@@ -289,7 +292,8 @@ def fp8_linear(
     if x.device.type == "cuda":
         y = _linear_cuda(x2, weight, scale_inv, bias, block)
     else:
-        y = _linear_cpu(x2.contiguous(), weight, scale_inv, bias, block)
+        with torch.no_grad():  # inference only: the kernel has no backward
+            y = _linear_cpu(x2.contiguous(), weight, scale_inv, bias, block)
     return y.reshape(*lead, weight.shape[0])
 
 
@@ -322,7 +326,8 @@ class FP8Linear(nn.Module):
         self.register_buffer("weight_scale_inv", torch.empty(scale_shape, dtype=torch.float32, device=device))
         self.bias: nn.Parameter | None
         if bias:
-            self.bias = nn.Parameter(torch.empty(out_features, dtype=torch.float32, device=device))
+            bias_t = torch.empty(out_features, dtype=torch.float32, device=device)
+            self.bias = nn.Parameter(bias_t, requires_grad=False)
         else:
             self.register_parameter("bias", None)
 

@@ -326,7 +326,7 @@ at::Tensor dequant_(const at::Tensor& w, const at::Tensor& scale, int64_t bn, in
   TORCH_CHECK(0 <= row0 && row0 + rows <= p.N, "fp8 dequant: rows out of range");
   const bool bf16 = out.scalar_type() == at::kBFloat16;
   char* o = static_cast<char*>(out.data_ptr());
-  const bool fast = cpu_has_avx512();
+  const bool fast = cpu_has_avx512() && p.bk % 16 == 0;  // 16 lanes share one block's scale
   at::parallel_for(row0, row0 + rows, row_grain(p.K, 1), [&](int64_t r0, int64_t r1) {
     void* dst = o + (r0 - row0) * p.K * out.element_size();
     if (fast) dequant_rows_avx512(p, r0, r1, dst, bf16);

@@ -58,7 +58,7 @@ def test_zero_blocks_are_safe() -> None:
 
 def _reference(x: torch.Tensor, lin: FP8Linear) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 x @ dequantised W.T (+ bias) and |x| @ |W|.T, the scale of fp32 accumulation error."""
-    w = dequantize_block_fp8(lin.weight, lin.weight_scale_inv)
+    w = dequantize_block_fp8(lin.weight, lin.weight_scale_inv, block=lin.block)
     xf = x.float()
     y = xf @ w.t()
     if lin.bias is not None:
@@ -93,7 +93,7 @@ def test_kernel_builds_where_a_compiler_exists() -> None:
 @pytest.mark.parametrize("isa", ["native", "scalar"])
 @pytest.mark.parametrize("n", [1, 3, 8, 9, 13, 40])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("shape", [(256, 512), (300, 200), (129, 1000)])
+@pytest.mark.parametrize("shape", [(256, 512), (300, 200), (129, 1000), (96, 2200)])
 def test_kernel_matches_reference(
     shape: tuple[int, int], dtype: torch.dtype, n: int, isa: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,6 +121,28 @@ def test_kernel_dequant_is_bit_exact(shape: tuple[int, int]) -> None:
     got16 = ops.dequant_(q, s, 128, 128, 44, rows)  # type: ignore[attr-defined]
     assert torch.equal(got16, ref[44:144].to(torch.bfloat16))
     assert torch.equal(dequantize_block_fp8(q, s, torch.bfloat16), ref.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("block", [(100, 100), (64, 64), (128, 192)])
+@pytest.mark.parametrize("n", [1, 5, 40])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_other_block_sizes(block: tuple[int, int], n: int, dtype: torch.dtype) -> None:
+    w = _weight(200, 300)
+    q, s = quantize_block_fp8(w, block)
+    assert s.shape == (-(-200 // block[0]), -(-300 // block[1]))
+    assert ((dequantize_block_fp8(q, s, block=block) - w).abs() <= w.abs() / 16 + s.max() * 2.0**-10).all()
+    lin = FP8Linear.from_quantized(q, s, bias=torch.randn(200), block=block)
+    x = torch.randn(n, 300).to(dtype)
+    _check(lin(x), x, lin, weights_rounded=n >= fp8.GEMM_MIN_TOKENS[dtype])
+
+
+def test_called_with_grad_enabled() -> None:
+    lin = FP8Linear(256, 128, bias=True)
+    q, s = quantize_block_fp8(_weight(128, 256))
+    lin.load_state_dict({"weight": q, "weight_scale_inv": s, "bias": torch.randn(128)})
+    for n in (2, 40):
+        x = torch.randn(n, 256, requires_grad=True)
+        _check(lin(x), x.detach(), lin, weights_rounded=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
