@@ -73,9 +73,7 @@ def quantize_block_fp8(
     out_f, in_f = weight.shape
     w = weight.detach().float()
     if out_f % bn or in_f % bk:  # pad partial edge blocks with zeros, which never raise an amax
-        padded = torch.zeros(
-            _cdiv(out_f, bn) * bn, _cdiv(in_f, bk) * bk, dtype=torch.float32, device=w.device
-        )
+        padded = torch.zeros(_cdiv(out_f, bn) * bn, _cdiv(in_f, bk) * bk, dtype=torch.float32, device=w.device)
         padded[:out_f, :in_f] = w
     else:
         padded = w.contiguous()
@@ -134,7 +132,7 @@ def _build() -> object:
     from torch.utils import cpp_extension
 
     _ensure_ninja_on_path()
-    digest = hashlib.sha256(_CSRC.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(_CSRC.read_bytes() + torch.__version__.encode()).hexdigest()[:16]
     name = f"strata_fp8_{digest}"
     build_dir = _extensions_dir() / name
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -382,9 +380,7 @@ def weight_nbytes(module: nn.Module) -> int:
     return total
 
 
-def swap_linears_to_fp8(
-    model: nn.Module, skip: Callable[[str], bool], block: tuple[int, int] = DEFAULT_BLOCK
-) -> None:
+def swap_linears_to_fp8(model: nn.Module, skip: Callable[[str], bool], block: tuple[int, int] = DEFAULT_BLOCK) -> None:
     """Replace every nn.Linear whose qualified name skip() rejects by FP8Linear.from_float, in place.
 
     Each float weight is dropped as soon as its layer is swapped, so peak memory grows by at most

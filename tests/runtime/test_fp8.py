@@ -172,6 +172,21 @@ def test_torch_fallback_matches(dtype: torch.dtype, n: int, monkeypatch: pytest.
     _check(y_kernel, x, lin, weights_rounded=n >= fp8.GEMM_MIN_TOKENS[dtype])
 
 
+def test_a_failed_build_warns_and_falls_back(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> None:
+        raise RuntimeError("Error building extension 'strata_fp8'")
+
+    monkeypatch.setattr(fp8, "_build", broken)
+    monkeypatch.setattr(fp8, "_load_tried", False)
+    monkeypatch.setattr(fp8, "_ops", None)
+    with caplog.at_level("WARNING", logger="runtime.fp8"):
+        assert not kernel_available()
+    assert "pure-torch" in caplog.text
+    lin = FP8Linear.from_float(_weight(64, 192))
+    x = torch.randn(3, 192)
+    _check(lin(x), x, lin)
+
+
 @pytest.mark.parametrize("shape", [(512, 512), (4096, 1024)])
 def test_weight_bytes_ratio(shape: tuple[int, int]) -> None:
     out_f, in_f = shape
@@ -223,6 +238,5 @@ def test_swap_linears_to_fp8() -> None:
     _check(y, x, up)
     # Against the float layer: within the quantisation error (2^-4 of each weight) plus the bias.
     assert (
-        (y - expected).abs()
-        <= (x.abs() @ up.weight.float().abs().t()) * up.weight_scale_inv.max() / 16 + 1e-4
+        (y - expected).abs() <= (x.abs() @ up.weight.float().abs().t()) * up.weight_scale_inv.max() / 16 + 1e-4
     ).all()
