@@ -1,8 +1,9 @@
 """Content-addressed page keys: key_i = H(key_{i-1}, token ids of page i, media hashes in page i).
 
-H is BLAKE2b-128 over explicit little-endian bytes, so a key depends only on its inputs, never on
-the process, the platform's byte order or PYTHONHASHSEED. BLAKE2b rather than a non-cryptographic
-hash because the tenant salt at the root must make cross-tenant collisions infeasible to craft.
+H is BLAKE2b-128 over explicit little-endian bytes (token ids as uint32), so a key depends only
+on its inputs, never on the process, the byte order or PYTHONHASHSEED. BLAKE2b rather than a
+non-cryptographic hash because the tenant salt at the root must make cross-tenant collisions
+infeasible to craft.
 The tokens digest (a second check on a hit) is xxh3-128: it guards against bugs, not adversaries.
 """
 
@@ -26,7 +27,7 @@ DIGEST_BYTES = 16
 # Distinct BLAKE2b personalisations keep root keys and page keys in separate domains.
 _ROOT_PERSON = b"strata-kv-root"
 _PAGE_PERSON = b"strata-kv-page"
-_MAX_TOKEN_ID = (1 << 31) - 1
+_MAX_TOKEN_ID = (1 << 32) - 1
 
 MediaSpan = tuple[int, int, bytes]
 
@@ -74,18 +75,7 @@ def chain_keys(
     media: Sequence[MediaSpan] = (),
 ) -> list[bytes]:
     """One key per FULL page of `token_ids`; a media hash enters every page its span overlaps."""
-    _check_key(root, "root")
-    _check_page_size(page_size)
-    data = memoryview(token_bytes(token_ids))
-    n_pages = len(data) // (4 * page_size)
-    per_page = _media_per_page(media, page_size, n_pages)
-    keys: list[bytes] = []
-    parent = root
-    step = 4 * page_size
-    for i in range(n_pages):
-        parent = _page_key(parent, data[i * step : (i + 1) * step], per_page.get(i, b""))
-        keys.append(parent)
-    return keys
+    return chain_pages(root, token_ids, page_size, media)[0]
 
 
 def chain_digests(token_ids: Sequence[int], page_size: int) -> list[bytes]:
@@ -96,18 +86,41 @@ def chain_digests(token_ids: Sequence[int], page_size: int) -> list[bytes]:
     return [xxhash.xxh3_128_digest(data[i : i + step]) for i in range(0, len(data) - step + 1, step)]
 
 
+def chain_pages(
+    root: bytes,
+    token_ids: Sequence[int],
+    page_size: int,
+    media: Sequence[MediaSpan] = (),
+) -> tuple[list[bytes], list[bytes]]:
+    """(keys, tokens digests) of every full page from one conversion: what a lookup needs."""
+    _check_key(root, "root")
+    _check_page_size(page_size)
+    data = memoryview(token_bytes(token_ids))
+    step = 4 * page_size
+    n_pages = len(data) // step
+    per_page = _media_per_page(media, page_size, n_pages)
+    keys: list[bytes] = []
+    digests: list[bytes] = []
+    parent = root
+    for i in range(n_pages):
+        tokens = data[i * step : (i + 1) * step]
+        parent = _page_key(parent, tokens, per_page.get(i, b""))
+        keys.append(parent)
+        digests.append(xxhash.xxh3_128_digest(tokens))
+    return keys, digests
+
+
 def token_bytes(token_ids: Sequence[int]) -> bytes:
-    """Token ids as little-endian int32 bytes, converted in bulk (the hot part of hashing)."""
+    """Token ids as little-endian uint32 bytes, converted in bulk (the hot part of hashing)."""
     if isinstance(token_ids, np.ndarray):
         return _ndarray_bytes(token_ids)
     try:
-        arr = array.array("i", token_ids)
+        # 'I' refuses negative and >= 2**32 values itself, without a Python-level pass.
+        arr = array.array("I", token_ids)
     except (OverflowError, TypeError) as exc:
-        raise BadRequest(f"token ids must be integers in [0, 2**31): {exc}") from None
+        raise BadRequest(f"token ids must be integers in [0, 2**32): {exc}") from None
     if arr.itemsize != 4:  # pragma: no cover - every platform CPython supports has a 4-byte int
         return _ndarray_bytes(np.asarray(token_ids))
-    if arr and min(arr) < 0:
-        raise BadRequest(f"token ids must be integers in [0, 2**31): found {min(arr)}")
     if sys.byteorder == "big":  # pragma: no cover - keys must not depend on the host
         arr.byteswap()
     return arr.tobytes()
@@ -117,8 +130,8 @@ def _ndarray_bytes(ids: np.ndarray) -> bytes:
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise BadRequest(f"token ids must be a 1-D integer array, got {ids.dtype} with shape {ids.shape}")
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) > _MAX_TOKEN_ID):
-        raise BadRequest("token ids must be integers in [0, 2**31)")
-    return np.ascontiguousarray(ids, dtype="<i4").tobytes()
+        raise BadRequest("token ids must be integers in [0, 2**32)")
+    return np.ascontiguousarray(ids, dtype="<u4").tobytes()
 
 
 def _page_key(parent: bytes, tokens: bytes | memoryview, media_blob: bytes) -> bytes:

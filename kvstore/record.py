@@ -4,7 +4,7 @@
     0      4    magic b"SKV1"
     4      2    layout version (uint16, little-endian)
     6      2    kind: 1 = page payload, 2 = page summary
-    8      16   tokens digest (xxh3-128 of the page's int32 token ids)
+    8      16   tokens digest (xxh3-128 of the page's uint32 token ids)
     24     8    payload length (uint64)
     32     8    checksum: xxh3-64 of the payload
     40     -    payload

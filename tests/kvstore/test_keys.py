@@ -14,6 +14,7 @@ from kvstore.keys import (
     LAYOUT_VERSION,
     chain_digests,
     chain_keys,
+    chain_pages,
     page_key,
     root_key,
     tokens_digest,
@@ -38,9 +39,7 @@ def test_same_keys_in_another_process_with_another_hash_seed() -> None:
     here = ",".join(k.hex() for k in chain_keys(root, IDS, P, [(20, 30, b"img-hash")]))
     for seed in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run(
-            [sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True
-        )
+        out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == here
 
 
@@ -129,12 +128,14 @@ def test_media_span_edges_are_exact() -> None:
 def test_chain_digests_match_tokens_digest() -> None:
     digests = chain_digests(IDS, P)
     assert digests == [tokens_digest(IDS[i * P : (i + 1) * P]) for i in range(6)]
+    media = [(3, 40, b"img")]
+    assert chain_pages(ROOT, IDS, P, media) == (chain_keys(ROOT, IDS, P, media), digests)
     assert tokens_digest([1, 2, 3]) != tokens_digest([1, 2, 4])
 
 
 @pytest.mark.parametrize(
     "ids, message",
-    [([1, -2, 3], "2\\*\\*31"), ([1, 2**31], "2\\*\\*31"), ([1, "x"], "integers")],
+    [([1, -2, 3], "2\\*\\*32"), ([1, 2**32], "2\\*\\*32"), ([1, "x"], "integers")],
 )
 def test_bad_token_ids_name_the_problem(ids: list, message: str) -> None:
     with pytest.raises(BadRequest, match=message):
@@ -152,5 +153,7 @@ def test_bad_arguments_name_the_problem() -> None:
         chain_keys(ROOT, IDS, P, [(5, 0, b"img")])
     with pytest.raises(BadRequest, match="media hashes"):
         chain_keys(ROOT, IDS, P, [(5, 3, "not-bytes")])
+    with pytest.raises(BadRequest, match="2\\*\\*32"):
+        chain_keys(ROOT, np.asarray([1, -1], dtype=np.int64), P)
     with pytest.raises(BadRequest, match="1-D"):
         chain_keys(ROOT, np.zeros((2, P), dtype=np.int32), P)
