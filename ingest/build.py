@@ -49,9 +49,7 @@ def build_prompt(
     collector = Collector(target, options, ExtractCache(cache_dir(options)), progress)
     items = collector.collect([Path(s) for s in sources])
     if not items and all(e.status == "error" and e.kind == "source" for e in collector.ledger):
-        raise IngestError(
-            "nothing to ingest: " + "; ".join(f"{e.path}: {e.reason}" for e in collector.ledger)
-        )
+        raise IngestError("nothing to ingest: " + "; ".join(f"{e.path}: {e.reason}" for e in collector.ledger))
     prompt = Prompt(budget=budget, warnings=collector.warnings, stats=collector.stats)
     if target.bos_token_id is not None:
         prompt.token_ids.append(target.bos_token_id)
@@ -64,9 +62,7 @@ def build_prompt(
 
 def _append(prompt: Prompt, item: Item, level_index: int | None) -> None:
     if level_index is None:
-        prompt.ledger.append(
-            LedgerItem(item.path, item.kind, DROPPED, 0, "budget exhausted: not even its path fits")
-        )
+        prompt.ledger.append(LedgerItem(item.path, item.kind, DROPPED, 0, "budget exhausted: not even its path fits"))
         return
     level = item.levels[level_index]
     piece = level.piece()

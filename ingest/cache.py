@@ -1,9 +1,10 @@
 """A content-addressed extraction cache: unchanged sources are never parsed twice.
 
 Key = digest(extractor kind and version, target fingerprint, options that shape the result,
-content hash). Values are a few numpy arrays plus a JSON meta, in one uncompressed .npz per
-key (no pickle). Writes go to a temporary file and are renamed, so a crash never leaves a
-half-written entry that would later load.
+content hash). One file per key: a magic, a JSON header (meta, array layout, payload checksum)
+and the raw array bytes; loading is one read and a few np.frombuffer calls (no pickle, no zip).
+Writes go to a temporary file and are renamed, so a crash never leaves a half-written entry,
+and an entry whose checksum does not match is treated as absent and removed.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import xxhash
 
-EXTRACT_VERSION = "1"
+EXTRACT_VERSION = "2"
+_MAGIC = b"SXC2"
+_HEAD = struct.Struct("<4sIQ")  # magic, header length, payload xxh3_64
 
 
 def content_hash(data: bytes) -> str:
@@ -42,17 +45,42 @@ def make_key(kind: str, fingerprint: str, content: str, *params: object) -> str:
     return h.hexdigest()
 
 
+def _encode(arrays: dict[str, np.ndarray], meta: dict) -> bytes:
+    layout, chunks, offset = [], [], 0
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        layout.append([name, arr.dtype.str, list(arr.shape), offset, arr.nbytes])
+        chunks.append(arr.tobytes())
+        offset += arr.nbytes
+    payload = b"".join(chunks)
+    header = json.dumps({"meta": meta, "arrays": layout}).encode()
+    return _HEAD.pack(_MAGIC, len(header), xxhash.xxh3_64_intdigest(payload)) + header + payload
+
+
+def _decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
+    magic, header_len, checksum = _HEAD.unpack_from(blob)
+    start = _HEAD.size + header_len
+    if magic != _MAGIC or xxhash.xxh3_64_intdigest(memoryview(blob)[start:]) != checksum:
+        raise ValueError("bad magic or checksum")
+    header = json.loads(blob[_HEAD.size : start])
+    arrays = {}
+    for name, dtype, shape, offset, nbytes in header["arrays"]:
+        arr = np.frombuffer(
+            blob, dtype=np.dtype(dtype), count=nbytes // np.dtype(dtype).itemsize, offset=start + offset
+        )
+        arrays[name] = arr.reshape(shape)
+    return arrays, header["meta"]
+
+
 class ExtractCache:
     """Extraction results by key under one directory; `None` dir means no caching."""
 
     def __init__(self, root: Path | None) -> None:
         self.root = root
-        self.hits = 0
-        self.misses = 0
 
     def _path(self, key: str) -> Path:
         assert self.root is not None
-        return self.root / key[:2] / f"{key}.npz"
+        return self.root / key[:2] / f"{key}.sxc"
 
     def get(self, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
         """(arrays, meta) stored under key, or None (a damaged entry counts as absent)."""
@@ -60,32 +88,26 @@ class ExtractCache:
             return None
         path = self._path(key)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-            meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+            with open(path, "rb") as fh:
+                blob = fh.read()
+            return _decode(blob)
         except FileNotFoundError:
-            self.misses += 1
             return None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
-            self.misses += 1
+        except (OSError, ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
             path.unlink(missing_ok=True)
             return None
-        self.hits += 1
-        return arrays, meta
 
     def put(self, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
         """Store atomically; a full disk or a read-only home only costs the caching."""
         if self.root is None:
             return
         path = self._path(key)
-        payload = dict(arrays)
-        payload["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, **payload)
+                    fh.write(_encode(arrays, meta))
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

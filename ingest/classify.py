@@ -85,9 +85,7 @@ _GENERATED_MARK = re.compile(
     re.IGNORECASE,
 )
 # Bytes that never appear in text, apart from NUL which is checked on its own.
-_CONTROL = bytes(range(0, 9)) + bytes(
-    [11, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30, 31, 127]
-)
+_CONTROL = bytes(range(0, 9)) + bytes([11, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30, 31, 127])
 
 
 def media_kind(path: str, head: bytes) -> str | None:
@@ -114,9 +112,7 @@ def _image_magic(head: bytes) -> bool:
 
 def _video_magic(head: bytes) -> bool:
     return (
-        head[4:8] == b"ftyp"
-        or head.startswith(b"\x1a\x45\xdf\xa3")
-        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+        head[4:8] == b"ftyp" or head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
     )
 
 

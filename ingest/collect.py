@@ -20,7 +20,7 @@ from ingest.options import IngestOptions
 from ingest.order import TREE, order_key
 from ingest.prompt import DROPPED, ERROR, INCLUDED, OUTLINED, PATH_ONLY, LedgerItem
 from ingest.target import Target
-from ingest.textfile import TextFile, load_texts, text_item, text_key
+from ingest.textfile import TextFile, load_texts, open_tag, text_item, text_key
 from ingest.tree import render_tree
 from ingest.walk import list_files
 from strata.errors import IngestError
@@ -29,9 +29,7 @@ from strata.errors import IngestError
 class Collector:
     """Collects the items of all sources, with the ledger entries of what was left out."""
 
-    def __init__(
-        self, target: Target, opts: IngestOptions, cache: ExtractCache, progress: bool = False
-    ) -> None:
+    def __init__(self, target: Target, opts: IngestOptions, cache: ExtractCache, progress: bool = False) -> None:
         self.target, self.opts, self.cache, self.progress = target, opts, cache, progress
         self.ledger: list[LedgerItem] = []
         self.warnings: list[str] = []
@@ -85,44 +83,32 @@ class Collector:
         items.append(self._tree_item(index, name, kept))
         return items
 
-    def _file(
-        self, index: int, display: str, rel: str, path: Path, items: list[Item], texts: list[TextFile]
-    ) -> None:
-        """Classify one file by content and queue or build its item."""
+    def _file(self, index: int, display: str, rel: str, path: Path, items: list[Item], texts: list[TextFile]) -> None:
+        """Classify one file by content and queue or build its item (one open, one read)."""
         try:
-            size = path.stat().st_size
             with open(path, "rb") as fh:
-                head = fh.read(SNIFF_BYTES)
+                size = os.fstat(fh.fileno()).st_size
+                # A file that may be text is read whole right away; others only sniffed.
+                data = fh.read(size + 1 if size <= self.opts.max_file_bytes else SNIFF_BYTES)
         except OSError as exc:
             self._drop(display, "file", f"unreadable: {exc.strerror or exc}", error=True)
             return
+        head = data[:SNIFF_BYTES]
         kind = media_kind(rel, head)
         if kind is not None:
             self._media(index, display, rel, path, kind, size, items)
-            return
-        if is_binary(head):
+        elif is_binary(head):
             self._drop(display, "file", "binary content (sniffed)")
-        elif size > self.opts.max_file_bytes:
-            self._drop(
-                display, "file", f"too large: {size} bytes > max_file_bytes {self.opts.max_file_bytes}"
-            )
+        elif size > self.opts.max_file_bytes or len(data) > self.opts.max_file_bytes:
+            limit = self.opts.max_file_bytes
+            self._drop(display, "file", f"too large: {max(size, len(data))} bytes > max_file_bytes {limit}")
         else:
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                self._drop(display, "file", f"unreadable: {exc.strerror or exc}", error=True)
-                return
-            texts.append(
-                TextFile(display, data, text_key(data, self.target, self.opts), order_key(index, rel))
-            )
+            key = text_key(data, self.target, self.opts)
+            texts.append(TextFile(display, data, key, order_key(index, rel)))
 
-    def _media(
-        self, index: int, display: str, rel: str, path: Path, kind: str, size: int, items: list[Item]
-    ) -> None:
+    def _media(self, index: int, display: str, rel: str, path: Path, kind: str, size: int, items: list[Item]) -> None:
         if size > self.opts.max_media_bytes:
-            self._drop(
-                display, kind, f"too large: {size} bytes > max_media_bytes {self.opts.max_media_bytes}"
-            )
+            self._drop(display, kind, f"too large: {size} bytes > max_media_bytes {self.opts.max_media_bytes}")
             return
         order = order_key(index, rel, media=True)
         try:
@@ -143,6 +129,9 @@ class Collector:
 
     def _text_items(self, texts: list[TextFile]) -> list[Item]:
         load_texts(texts, self.target, self.cache, self.opts, self.stats)
+        kept = [f for f in texts if not f.skip]
+        for f, header in zip(kept, self.target.encode_many([open_tag(f.path) for f in kept]), strict=True):
+            f.header = header
         out = []
         for f in texts:
             if f.skip:

@@ -90,30 +90,30 @@ class PieceBuilder:
         line_no: np.ndarray,
         kind: str,
         path: str,
-        min_tokens: int = 32,
+        min_tokens: int = 64,
     ) -> None:
-        """Tokens of text lines; one span per group of lines holding >= min_tokens tokens."""
+        """Tokens of text lines, one span per run of lines starting in the same `min_tokens`
+        bucket: citations stay a few lines wide while the map stays small (vectorised)."""
         base = len(self.piece.ids)
         self.piece.ids.extend(ids.tolist())
         n_lines = len(line_tok) - 1
-        first = 0
-        while first < n_lines:
-            last = first
-            while last + 1 < n_lines and line_tok[last + 1] - line_tok[first] < min_tokens:
-                last += 1
-            lo, hi = int(line_tok[first]), int(line_tok[last + 1])
-            if hi > lo:
-                self.piece.spans.append(
-                    SourceSpan(
-                        base + lo,
-                        base + hi,
-                        kind,
-                        path,
-                        line_start=int(line_no[first]),
-                        line_end=int(line_no[last]),
-                    )
-                )
-            first = last + 1
+        if n_lines <= 0:
+            return
+        bucket = line_tok[:-1] // min_tokens
+        first = np.flatnonzero(np.diff(bucket, prepend=-1))
+        last = np.append(first[1:] - 1, n_lines - 1)
+        lo, hi = line_tok[first] + base, line_tok[last + 1] + base
+        keep = hi > lo
+        self.piece.spans.extend(
+            SourceSpan(a, b, kind, path, ls, le)
+            for a, b, ls, le in zip(
+                lo[keep].tolist(),
+                hi[keep].tolist(),
+                line_no[first][keep].tolist(),
+                line_no[last][keep].tolist(),
+                strict=True,
+            )
+        )
 
     def image(self, pixels: np.ndarray, kind: str, path: str, **where: object) -> None:
         """An image run (<|image|> rows of patches <|/image|>) for fitted pixels."""
@@ -130,9 +130,7 @@ class PieceBuilder:
         assert len(run) == run_length(grid)
         self.piece.ids.extend(run)
         self.piece.media.append(MediaSpan(start, len(run), patches, grid, media_hash(patches, grid), kind))
-        self.piece.spans.append(
-            SourceSpan(start, start + len(run), _SPAN_KIND.get(kind, kind), path, **where)
-        )
+        self.piece.spans.append(SourceSpan(start, start + len(run), _SPAN_KIND.get(kind, kind), path, **where))
 
     def build(self) -> Piece:
         return self.piece

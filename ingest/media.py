@@ -14,10 +14,8 @@ from ingest.cache import ExtractCache, make_key
 from ingest.images import fit_grid, fit_pixels, open_image, shrink
 from ingest.items import Item, Level, Piece, PieceBuilder, attr, omitted
 from ingest.options import IngestOptions
-from ingest.pdf import extract_pdf
 from ingest.prompt import INCLUDED, OUTLINED, PATH_ONLY
 from ingest.target import Target
-from ingest.video import extract_video
 
 NO_VISION = "image omitted: model has no vision input"
 REDUCED_SHARE = 4  # the reduced level keeps a quarter of the pixels
@@ -26,9 +24,7 @@ REDUCED_SHARE = 4  # the reduced level keeps a quarter of the pixels
 class MediaExtractor:
     """Turns media files into Items, consulting the extraction cache first."""
 
-    def __init__(
-        self, target: Target, opts: IngestOptions, cache: ExtractCache, stats: dict[str, int]
-    ) -> None:
+    def __init__(self, target: Target, opts: IngestOptions, cache: ExtractCache, stats: dict[str, int]) -> None:
         self.target, self.opts, self.cache, self.stats = target, opts, cache, stats
 
     def _cached(self, kind: str, digest: str, params: tuple, compute) -> tuple[dict, dict]:
@@ -53,11 +49,7 @@ class MediaExtractor:
             return Item(
                 path,
                 "image",
-                [
-                    Level(
-                        PATH_ONLY, NO_VISION, lambda: omitted(self.target, "image", path, NO_VISION, "image")
-                    )
-                ],
+                [Level(PATH_ONLY, NO_VISION, lambda: omitted(self.target, "image", path, NO_VISION, "image"))],
                 order,
             )
         geo = self._geometry()
@@ -92,9 +84,7 @@ class MediaExtractor:
                     lambda: self._image_piece(path, shrink(pixels, p, lo, small_px)),
                 )
             )
-        levels.append(
-            Level(PATH_ONLY, "over budget", lambda: omitted(self.target, "image", path, "budget", "image"))
-        )
+        levels.append(Level(PATH_ONLY, "over budget", lambda: omitted(self.target, "image", path, "budget", "image")))
         return levels
 
     def _image_piece(self, path: str, pixels: np.ndarray) -> Piece:
@@ -111,6 +101,8 @@ class MediaExtractor:
         geo = self._geometry()
 
         def compute():
+            from ingest.pdf import extract_pdf  # pypdfium2 loads only when a PDF shows up
+
             ext = extract_pdf(file, self.opts, geo[0] if vision else None, geo[1], geo[2])
             arrays = {f"page{pg.number}": pg.pixels for pg in ext.pages if pg.pixels is not None}
             pages = [[pg.number, pg.text, pg.reason] for pg in ext.pages]
@@ -142,12 +134,8 @@ class MediaExtractor:
                 )
             )
         elif rendered:
-            levels[
-                0
-            ].reason = f"{len(pages)} pages; {len(rendered)} page images omitted: model has no vision input"
-        levels.append(
-            Level(PATH_ONLY, "over budget", lambda: omitted(self.target, "pdf", path, "budget", "pdf"))
-        )
+            levels[0].reason = f"{len(pages)} pages; {len(rendered)} page images omitted: model has no vision input"
+        levels.append(Level(PATH_ONLY, "over budget", lambda: omitted(self.target, "pdf", path, "budget", "pdf")))
         return Item(path, "pdf", levels, order), [f"{path}: {w}" for w in meta["warnings"]]
 
     def _pdf_piece(self, path: str, meta: dict, arrays: dict, share: int) -> Piece:
@@ -185,6 +173,8 @@ class MediaExtractor:
         geo = self._geometry(min(o.video_max_pixels, self.target.max_image_pixels))
 
         def compute():
+            from ingest.video import extract_video  # PyAV loads only when a video shows up
+
             ext = extract_video(file, o, *geo)
             return (
                 {"frames": np.stack(ext.frames), "times": np.asarray(ext.times)},
@@ -200,18 +190,12 @@ class MediaExtractor:
             status = INCLUDED if step == 1 else OUTLINED
             reason = f"{len(keep)} frames over {meta['duration']:.1f}s"
             reason += "" if step == 1 else f" (thinned from {len(times)} for the budget)"
-            levels.append(
-                Level(status, reason, lambda k=keep: self._video_piece(path, meta, frames, times, k))
-            )
+            levels.append(Level(status, reason, lambda k=keep: self._video_piece(path, meta, frames, times, k)))
             step *= 2
-        levels.append(
-            Level(PATH_ONLY, "over budget", lambda: omitted(self.target, "video", path, "budget", "video"))
-        )
+        levels.append(Level(PATH_ONLY, "over budget", lambda: omitted(self.target, "video", path, "budget", "video")))
         return Item(path, "video", levels, order), [f"{path}: {w}" for w in meta["warnings"]]
 
-    def _video_piece(
-        self, path: str, meta: dict, frames: np.ndarray, times: list[float], keep: list[int]
-    ) -> Piece:
+    def _video_piece(self, path: str, meta: dict, frames: np.ndarray, times: list[float], keep: list[int]) -> Piece:
         t = self.target
         b = PieceBuilder(t)
         b.text(f'<video path="{attr(path)}" duration="{meta["duration"]:.2f}s">\n', "video", path)

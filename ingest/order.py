@@ -63,11 +63,7 @@ def stability_class(rel: str, media: bool = False) -> int:
     stem = name.split(".")[0]
     if stem in _LEGAL_NAMES:
         return LEGAL
-    if (
-        name in _CONFIG_NAMES
-        or (len(p.parts) <= 2 and name.endswith(_CONFIG_SUFFIXES))
-        or ".github" in p.parts
-    ):
+    if name in _CONFIG_NAMES or (len(p.parts) <= 2 and name.endswith(_CONFIG_SUFFIXES)) or ".github" in p.parts:
         return CONFIG
     if name.endswith(_DOC_SUFFIXES) or (p.parts and p.parts[0].lower() in ("docs", "doc")):
         return DOCS

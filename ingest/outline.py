@@ -220,9 +220,7 @@ def _emit_signature(
     out.extend(OutlineLine(row + i, line) for i, line in enumerate(lines))
 
 
-def _emit_lines(
-    node: ts.Node, src: bytes, out: list[OutlineLine], limit: int, end: int | None = None
-) -> None:
+def _emit_lines(node: ts.Node, src: bytes, out: list[OutlineLine], limit: int, end: int | None = None) -> None:
     text = src[node.start_byte : end or node.end_byte].decode("utf-8", "replace").rstrip()
     lines = text.split("\n")
     row = node.start_point.row + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,7 +131,9 @@ class Prompt:
         """Media runs that overlap tokens [start, end) (what a page key must hash)."""
         return [m for m in self.media if m.start < end and m.end > start]
 
-    def append_text(self, text: str, encode, kind: str = "note", path: str = "<question>") -> SourceSpan:
+    def append_text(
+        self, text: str, encode: Callable[[str], list[int]], kind: str = "note", path: str = "<question>"
+    ) -> SourceSpan:
         """Append text tokens (e.g. the question) after the material and map them."""
         ids = encode(text)
         span = SourceSpan(len(self.token_ids), len(self.token_ids) + len(ids), kind, path)

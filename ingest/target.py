@@ -49,6 +49,7 @@ class Target:
     min_image_pixels: int = DEFAULT_MIN_IMAGE_PIXELS
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     fingerprint: str = field(default="", repr=False)
+    _memo: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_context <= 0:
@@ -61,8 +62,8 @@ class Target:
         # Special-token strings inside user files must be plain text, never control tokens:
         # a README containing "<|image|>" must not open an image run.
         self.tokenizer.encode_special_tokens = True
-        if not self.fingerprint:
-            self.fingerprint = self._compute_fingerprint()
+        # `fingerprint` may arrive holding a digest of tokenizer.json (cheaper than to_str()).
+        self.fingerprint = self._compute_fingerprint()
 
     @property
     def vision(self) -> bool:
@@ -86,11 +87,22 @@ class Target:
         """Token ids of plain text (special-token strings stay text)."""
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
+    def encode_fixed(self, text: str) -> list[int]:
+        """encode() memoised, for the few fixed strings (closing tags) used for every item."""
+        ids = self._memo.get(text)
+        if ids is None:
+            ids = self._memo[text] = self.encode(text)
+        return ids
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of many texts in one parallel call."""
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
     def _compute_fingerprint(self) -> str:
         # Everything that changes extracted token ids or patches must be in here, because the
         # extraction cache is keyed by it.
         h = hashlib.blake2b(digest_size=16)
-        h.update(self.tokenizer.to_str().encode())
+        h.update(self.fingerprint.encode() or self.tokenizer.to_str().encode())
         geometry = (self.patch_size, self.num_channels, self.min_image_pixels, self.max_image_pixels)
         h.update(repr(geometry).encode())
         return h.hexdigest()
@@ -104,13 +116,17 @@ class Target:
             raise ConfigError(f"{path}: a model directory needs config.json and tokenizer.json")
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
-            tokenizer = Tokenizer.from_file(str(tok_path))
+            raw = tok_path.read_bytes()
+            tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
         except (ValueError, OSError, Exception) as exc:  # tokenizers raises bare Exception
             raise ConfigError(f"{path}: cannot read model files: {exc}") from exc
-        return cls.from_config(config, tokenizer, max_context)
+        digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
+        return cls.from_config(config, tokenizer, max_context, tokenizer_digest=digest)
 
     @classmethod
-    def from_config(cls, config: dict, tokenizer: Tokenizer, max_context: int | None = None) -> Target:
+    def from_config(
+        cls, config: dict, tokenizer: Tokenizer, max_context: int | None = None, tokenizer_digest: str = ""
+    ) -> Target:
         """Build a target from a parsed config.json and a tokenizer."""
         ctx = max_context or config.get("max_position_embeddings") or MAX_DEFAULT_BUDGET
         ids = {
@@ -134,5 +150,6 @@ class Target:
             num_channels=int(config.get("num_channels", 3)),
             min_image_pixels=int(config.get("min_image_pixels", DEFAULT_MIN_IMAGE_PIXELS)),
             max_image_pixels=int(config.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)),
+            fingerprint=tokenizer_digest,
             **ids,
         )

@@ -35,6 +35,7 @@ class TextFile:
     ends_nl: bool = True
     note: str = ""  # e.g. "not UTF-8: decoded with replacement"
     skip: str = ""  # content-based default skip (generated, minified)
+    header: list[int] | None = None  # tokens of the opening tag, batch-encoded
 
 
 def decode(data: bytes) -> tuple[str, str]:
@@ -124,13 +125,20 @@ def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
 
 
+def open_tag(path: str) -> str:
+    """The opening tag of a file's full text."""
+    return f'<file path="{attr(path)}">\n'
+
+
 def _full(f: TextFile, target: Target) -> Piece:
     b = PieceBuilder(target)
     assert f.ids is not None and f.line_tok is not None
-    b.text(f'<file path="{attr(f.path)}">\n', "file", f.path)
+    if f.header is None:
+        f.header = target.encode(open_tag(f.path))
+    b.ids(f.header, "file", f.path)
     n_lines = len(f.line_tok) - 1
     b.lines(f.ids, f.line_tok, np.arange(1, n_lines + 1), "file", f.path)
-    b.text("</file>\n" if f.ends_nl else "\n</file>\n", "file", f.path)
+    b.ids(target.encode_fixed("</file>\n" if f.ends_nl else "\n</file>\n"), "file", f.path)
     return b.build()
 
 
@@ -160,5 +168,5 @@ def _outline(f: TextFile, target: Target, cache: ExtractCache, stats: dict[str, 
     b = PieceBuilder(target)
     b.text(f'<file path="{attr(f.path)}" view="outline">\n', "file", f.path)
     b.lines(arrays["ids"], arrays["line_tok"], arrays["line_no"], "outline", f.path)
-    b.text("</file>\n", "file", f.path)
+    b.ids(target.encode_fixed("</file>\n"), "file", f.path)
     return b.build()

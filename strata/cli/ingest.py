@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _options(args: argparse.Namespace):
     from ingest import IngestOptions
 
-    opts = IngestOptions(
+    extra = {} if args.max_file_bytes is None else {"max_file_bytes": args.max_file_bytes}
+    return IngestOptions(
         include_vendored=args.include_vendored,
         include_generated=args.include_generated,
         include_lockfiles=args.include_lockfiles,
@@ -49,11 +50,8 @@ def _options(args: argparse.Namespace):
         tree_first=args.tree_first,
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
+        **extra,
     )
-    if args.max_file_bytes is not None:
-        opts.max_file_bytes = args.max_file_bytes
-        opts.__post_init__()
-    return opts
 
 
 def ingest(args: argparse.Namespace) -> int:
@@ -93,18 +91,13 @@ def _print_report(prompt, summary: dict, seconds: float) -> None:
         f"{summary['items']} items ({kinds}) -> {summary['tokens']:,} tokens "
         f"of a {summary['budget']:,} budget in {seconds:.2f}s; digest {prompt.digest()}"
     )
-    parts = [
-        f"{s} {n} ({summary['tokens_by_status'][s]:,} tokens)" for s, n in summary["by_status"].items() if n
-    ]
+    parts = [f"{s} {n} ({summary['tokens_by_status'][s]:,} tokens)" for s, n in summary["by_status"].items() if n]
     print("ledger: " + ", ".join(parts))
     print(f"cache: {prompt.stats.get('cache_hits', 0)} hits, {prompt.stats.get('parsed', 0)} parsed")
     largest = sorted(prompt.ledger, key=lambda i: (-i.tokens, i.path))[:TOP_ITEMS]
     print("largest items:")
     for item in largest:
-        print(
-            f"  {item.tokens:>9,}  {item.status:<9}  {item.path}"
-            + (f"  ({item.reason})" if item.reason else "")
-        )
+        print(f"  {item.tokens:>9,}  {item.status:<9}  {item.path}" + (f"  ({item.reason})" if item.reason else ""))
     left_out = [i for i in prompt.ledger if i.status in ("dropped", "error")]
     if left_out:
         print(f"left out ({len(left_out)}):")

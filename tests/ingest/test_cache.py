@@ -77,6 +77,6 @@ def test_damaged_cache_entry_is_a_miss(tmp_path) -> None:
     cache.put("ab" * 20, {"x": np.arange(3)}, {"k": 1})
     arrays, meta = cache.get("ab" * 20)
     assert meta == {"k": 1} and arrays["x"].tolist() == [0, 1, 2]
-    path = next(tmp_path.rglob("*.npz"))
+    path = next(tmp_path.rglob("*.sxc"))
     path.write_bytes(b"garbage")
     assert cache.get("ab" * 20) is None and not path.exists()

@@ -79,3 +79,13 @@ def test_ingest_without_model_fails_clearly(monkeypatch, capsys) -> None:
     assert rc == 2
     err = json.loads(capsys.readouterr().out)["error"]
     assert err["type"] == "config_error" and "--model" in err["message"]
+
+
+def test_ingest_max_file_bytes_flag(model_dir, capsys) -> None:
+    rc = main(
+        ["ingest", str(SAMPLES / "repo"), "--model", str(model_dir), "--json", "--no-cache", "--max-file-bytes", "400"]
+    )
+    assert rc == 0
+    ledger = {i["path"]: i for i in json.loads(capsys.readouterr().out)["ledger"]}
+    assert ledger["repo/app.py"]["status"] == "dropped" and "too large" in ledger["repo/app.py"]["reason"]
+    assert ledger["repo/README.md"]["status"] == "included"

@@ -119,8 +119,7 @@ def test_bad_media_are_ledger_errors_and_the_rest_goes_on(tmp_path, target, opts
     reasons = {i.path.split("/")[-1]: (i.status, i.reason) for i in p.ledger}
     assert reasons["bomb.png"][0] == "error" and "decompression bomb" in reasons["bomb.png"][1]
     assert (
-        reasons["noise.png"] == ("error", reasons["noise.png"][1])
-        and "cannot decode image" in reasons["noise.png"][1]
+        reasons["noise.png"] == ("error", reasons["noise.png"][1]) and "cannot decode image" in reasons["noise.png"][1]
     )
     assert reasons["noise.pdf"][0] == "error" and "PDF" in reasons["noise.pdf"][1]
     assert reasons["noise.mp4"][0] == "error" and "video" in reasons["noise.mp4"][1]
@@ -160,9 +159,7 @@ def test_long_video_is_seeked_and_frames_match_their_time(tmp_path, target, opts
     assert [m.media_hash for m in seq.media] == [m.media_hash for m in p.media]
     opts.video_max_frames = 3  # over the frame budget: spread evenly over the duration
     p3 = build_prompt([path], target, options=opts)
-    assert [s.time_s for s in p3.source_map if s.time_s is not None][::2] == pytest.approx(
-        [0.0, 6.6, 13.2], abs=0.3
-    )
+    assert [s.time_s for s in p3.source_map if s.time_s is not None][::2] == pytest.approx([0.0, 6.6, 13.2], abs=0.3)
 
 
 def test_damaged_videos(tmp_path, target, opts) -> None:

@@ -125,9 +125,7 @@ def test_outline_maps_back_to_source_lines(tmp_path: Path, target, opts) -> None
     decoded = target.tokenizer.decode(mid.token_ids[spans[-1].start : spans[-1].end])
     last_def = decoded.strip().splitlines()[-1]
     src_lines = (repo / "src" / "mod_11.py").read_text().splitlines()
-    assert last_def.strip() in {
-        line.strip() for line in src_lines[spans[-1].line_start - 1 : spans[-1].line_end]
-    }
+    assert last_def.strip() in {line.strip() for line in src_lines[spans[-1].line_start - 1 : spans[-1].line_end]}
 
 
 def test_cite_returns_file_and_lines(tmp_path: Path, target, opts) -> None:
