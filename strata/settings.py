@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,6 +50,36 @@ class Settings(BaseSettings):
     jobs_max_questions: int = Field(default=200, gt=0)
     jobs_max_new_tokens: int = Field(default=512, gt=0)
     jobs_concurrency: int = Field(default=1, gt=0)  # worker processes, one engine each
+
+    # HTTP API (strata serve). auth "keys": Authorization: Bearer <key> -> tenant via api_keys
+    # (STRATA_API_KEYS='{"key": "tenant"}'); "none": one local tenant, refused unless on loopback.
+    auth: str = "keys"
+    api_keys: dict[str, str] = Field(default_factory=dict)
+    local_tenant: str = "local"
+    max_upload_bytes: int = Field(default=1 * GiB, gt=0)  # per upload request, counted as it streams
+    max_archive_entries: int = Field(default=100_000, gt=0)  # per document, all archives together
+    max_unpacked_bytes: int = Field(default=4 * GiB, gt=0)  # per document, all archives together
+    upload_sync_bytes: int = Field(default=8 << 20, ge=0)  # larger uploads ingest in the background
+    max_tokens_per_request: int = Field(default=1024, gt=0)  # max_tokens a client may ask for
+    queue_depth: int = Field(default=64, gt=0)  # requests admitted (running + waiting); beyond: 429
+    request_timeout_s: float = Field(default=300.0, gt=0)  # queueing plus generation, per request
+
+    @field_validator("auth")
+    @classmethod
+    def _auth(cls, v: str) -> str:
+        if v not in ("keys", "none"):
+            raise ValueError("auth must be 'keys' or 'none'")
+        return v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, tenant in v.items():
+            if len(key) < 16:
+                raise ValueError("API keys must be at least 16 characters")
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", tenant):
+                raise ValueError(f"invalid tenant name {tenant!r}")
+        return v
 
     @field_validator("page_size")
     @classmethod
