@@ -70,6 +70,13 @@ class Overloaded(StrataError):
         self.retry_after = retry_after
 
 
+class RequestTimeout(StrataError):
+    """A request that waited and ran longer than its time limit (settings.request_timeout_s)."""
+
+    status = 504
+    type = "timeout"
+
+
 class StoreError(StrataError):
     """A KV store that cannot be opened or read; `strata cache verify --repair` is the way out."""
 
