@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -57,28 +58,72 @@ class _SharedLock:
             yield
 
 
+@dataclass(slots=True)
+class _Shared:
+    """One open environment per directory per process: LMDB forbids opening it twice."""
+
+    env: lmdb.Environment
+    dbs: dict
+    lock: _SharedLock
+    pid: int
+    refs: int = 0
+
+
+_REGISTRY: dict[str, _Shared] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
 class LMDBEnv:
     """An open LMDB environment with the named sub-databases of the page store."""
 
-    def __init__(
-        self, path: Path, initial_map: int, max_map: int, max_readers: int = 126, sync: bool = True
-    ) -> None:
+    def __init__(self, path: Path, initial_map: int, max_map: int, max_readers: int = 126, sync: bool = True) -> None:
         self.path = Path(path)
         self.max_map = max(max_map, initial_map)
         self._initial = initial_map
         self._max_readers = max_readers
         self._sync = sync
-        self._lock = _SharedLock()
-        self._open()
+        self._closed = False
+        self._shared = self._attach()
 
-    def _open(self) -> None:
+    @property
+    def env(self) -> lmdb.Environment:
+        return self._shared.env
+
+    @property
+    def dbs(self) -> dict:
+        return self._shared.dbs
+
+    @property
+    def _lock(self) -> _SharedLock:
+        return self._shared.lock
+
+    def _attach(self) -> _Shared:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"KV store at {self.path} cannot be created ({exc})") from None
+        name = str(self.path.resolve())
+        with _REGISTRY_LOCK:
+            shared = _REGISTRY.get(name)
+            if shared is not None and shared.pid != os.getpid():
+                # Inherited through fork: py-lmdb refuses a second open while the parent's handle
+                # object lives. Closing it here unmaps the child's copy only; fcntl locks and
+                # reader slots belong to the parent's pid and stay untouched.
+                shared.env.close()
+                shared = None
+            if shared is None:
+                env, dbs = self._open()
+                shared = _REGISTRY[name] = _Shared(env, dbs, _SharedLock(), os.getpid())
+            shared.refs += 1
+        return shared
+
+    def _open(self) -> tuple[lmdb.Environment, dict]:
+        try:
             data = self.path / "data.mdb"
             existing = data.stat().st_size if data.exists() else 0
             # Open with at least the file's size so every process maps the same range.
             map_size = min(max(self._initial, _round_up(existing, MiB)), max(self.max_map, existing))
-            self.env = lmdb.open(
+            env = lmdb.open(
                 str(self.path),
                 map_size=map_size,
                 max_dbs=len(DB_NAMES) + 2,
@@ -89,12 +134,12 @@ class LMDBEnv:
                 sync=self._sync,
                 metasync=False,
             )
-            self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
+            dbs = {name: env.open_db(name.encode()) for name in DB_NAMES}
             # Reader slots of killed processes pin old pages; free them before they grow the file.
-            self.env.reader_check()
+            env.reader_check()
         except (lmdb.Error, OSError) as exc:
             raise StoreError(f"KV store at {self.path} cannot be opened ({exc}); {_WAY_OUT}") from None
-        self._pid = os.getpid()
+        return env, dbs
 
     @property
     def map_size(self) -> int:
@@ -111,9 +156,7 @@ class LMDBEnv:
                     try:
                         yield txn
                     except lmdb.Error as exc:
-                        raise StoreError(
-                            f"KV store at {self.path} is unreadable ({exc}); {_WAY_OUT}"
-                        ) from None
+                        raise StoreError(f"KV store at {self.path} is unreadable ({exc}); {_WAY_OUT}") from None
                     finally:
                         txn.abort()
                     return
@@ -173,12 +216,24 @@ class LMDBEnv:
 
     def _after_fork(self) -> None:
         # An LMDB handle must not be used in a forked child; the child opens its own.
-        if os.getpid() != self._pid:
-            self._open()
+        if self._shared.pid != os.getpid():
+            self._shared = self._attach()
 
     def close(self) -> None:
-        with self._lock.exclusive():
-            self.env.close()
+        """Release this handle; the environment closes with the last one in the process."""
+        shared = self._shared
+        with _REGISTRY_LOCK:
+            if self._closed:
+                return
+            self._closed = True
+            shared.refs -= 1
+            if shared.refs > 0 or shared.pid != os.getpid():
+                return
+            name = str(self.path.resolve())
+            if _REGISTRY.get(name) is shared:
+                del _REGISTRY[name]
+        with shared.lock.exclusive():
+            shared.env.close()
 
 
 def destroy(path: Path) -> list[str]:

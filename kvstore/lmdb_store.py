@@ -53,12 +53,15 @@ class LMDBStore:
         # Slack over the capacity: B-tree pages, and freed overflow runs LMDB cannot yet reuse.
         max_map = self.capacity + max(self.capacity // 4, 16 * MiB)
         self._env = LMDBEnv(self.path, min(initial_map_bytes, max_map), max_map, max_readers, sync)
-        self._db = self._env.dbs
         self._touched: dict[bytes, int] = {}
         self._mutex = threading.Lock()
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.problem: str | None = None
         self._check_layout()
+
+    @property
+    def _db(self) -> dict:
+        return self._env.dbs  # through the env: a forked child reopens its own handles
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -128,10 +131,8 @@ class LMDBStore:
                     self._touched[key] = now
             self.counters["corrupt"] += len(bad)
             flush = len(self._touched) >= _TOUCH_FLUSH
-        if bad:
-            self._drop(bad)
-        elif flush:
-            self._write(lambda txn: None)
+        if bad or flush:
+            self._drop(bad)  # writes the buffered access times too
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -211,7 +212,10 @@ class LMDBStore:
         txn.delete(key, db=self._db["summaries"])
 
     def _drop(self, keys: Sequence[bytes]) -> None:
-        self._write(lambda txn: [self._delete(txn, k) for k in keys])
+        try:
+            self._write(lambda txn: [self._delete(txn, k) for k in keys])
+        except MapAtCap:
+            pass  # even a delete needs a free page; the next eviction or verify removes them
 
     def _touch(self, txn: lmdb.Transaction, key: bytes, now: int) -> None:
         access = txn.get(key, db=self._db["access"])
@@ -324,7 +328,7 @@ class LMDBStore:
     def close(self) -> None:
         """Write buffered access times and close the environment."""
         if self._touched and not self.problem:
-            self._write(lambda txn: None)
+            self._drop([])  # writes the buffered access times
         self._env.close()
 
     @staticmethod

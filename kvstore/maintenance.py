@@ -7,6 +7,7 @@ earn their keep: both replace its files instead of failing like every other oper
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from kvstore.lmdb_env import file_bytes
@@ -95,10 +96,10 @@ def _clear_redis(store: RedisStore) -> dict:
     return {"removed_entries": entries}
 
 
-def _with_redis(settings: Settings, fn) -> dict:  # noqa: ANN001 - fn(RedisStore) -> dict
+def _with_redis(settings: Settings, fn: Callable[[RedisStore], dict]) -> dict:
     if not settings.kv_redis_url:
         raise StoreError("no Redis tier configured: set STRATA_KV_REDIS_URL")
-    store = RedisStore(settings.kv_redis_url)
+    store = RedisStore(settings.kv_redis_url, ttl_s=settings.kv_redis_ttl_s, max_bytes=settings.kv_redis_max_bytes)
     try:
         return fn(store)
     finally:

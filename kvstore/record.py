@@ -50,9 +50,7 @@ class RecordError(Exception):
 def encode(kind: int, tokens_digest: bytes, payload: bytes | memoryview) -> bytes:
     """Header + payload as one bytes object, ready to store."""
     check_digest(tokens_digest)
-    header = _HEADER.pack(
-        MAGIC, LAYOUT_VERSION, kind, tokens_digest, len(payload), xxhash.xxh3_64_intdigest(payload)
-    )
+    header = _HEADER.pack(MAGIC, LAYOUT_VERSION, kind, tokens_digest, len(payload), xxhash.xxh3_64_intdigest(payload))
     return b"".join((header, payload))
 
 

@@ -153,9 +153,7 @@ class RedisStore:
             self._drop(bad)
         return value
 
-    def _check(
-        self, key: bytes, raw: bytes | None, kind: int, digest: bytes | None, bad: list[bytes]
-    ) -> bytes | None:
+    def _check(self, key: bytes, raw: bytes | None, kind: int, digest: bytes | None, bad: list[bytes]) -> bytes | None:
         if raw is None:
             self.counters["misses"] += kind == record.KIND_PAGE
             return None
@@ -202,9 +200,7 @@ class RedisStore:
             self.counters["puts"] += sum(1 for t in totals if t >= 0)
             if self.max_bytes and max(totals, default=0) > self.max_bytes:
                 target = int(self.max_bytes * _LOW_WATER)
-                self.counters["evicted"] += self._evict_script(
-                    keys=self._acct, args=[self._page, self._sum, target]
-                )
+                self.counters["evicted"] += self._evict_script(keys=self._acct, args=[self._page, self._sum, target])
         return stored
 
     def _drop(self, keys: Sequence[bytes]) -> None:

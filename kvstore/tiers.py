@@ -22,7 +22,7 @@ from strata.errors import StoreError
 from strata.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-WRITER_QUEUE = 1024  # pages waiting per persistent tier before new ones are skipped
+WRITER_QUEUE = 1024  # default of STRATA_KV_WRITE_QUEUE
 
 
 class TieredStore:
@@ -187,7 +187,11 @@ def open_store(settings: Settings | None = None, path: Path | None = None) -> Ti
     redis = None
     if settings.kv_redis_url:
         try:
-            redis = RedisStore(settings.kv_redis_url)
+            redis = RedisStore(
+                settings.kv_redis_url,
+                ttl_s=settings.kv_redis_ttl_s,
+                max_bytes=settings.kv_redis_max_bytes,
+            )
         except StoreError as exc:
             log.warning("kvstore: Redis tier disabled: %s", exc.message)
-    return TieredStore(settings.kv_host_bytes, lmdb, redis)
+    return TieredStore(settings.kv_host_bytes, lmdb, redis, writer_queue=settings.kv_write_queue)

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     kv_host_bytes: int = 4 * GiB
     kv_disk_bytes: int = 64 * GiB
     kv_redis_url: str | None = None
+    kv_redis_ttl_s: int | None = None  # pages in the shared Redis expire after this (None: never)
+    kv_redis_max_bytes: int | None = None  # Strata's own LRU budget in Redis (None: server's)
+    kv_write_queue: int = 1024  # pages waiting per persistent tier before new ones are skipped
     cache: bool = True
 
     # Sparse attention budget in tokens (0 = dense)
@@ -107,6 +110,13 @@ class Settings(BaseSettings):
     def _non_negative(cls, v: int) -> int:
         if v < 0:
             raise ValueError("must not be negative")
+        return v
+
+    @field_validator("kv_redis_ttl_s", "kv_redis_max_bytes", "kv_write_queue")
+    @classmethod
+    def _positive_or_none(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be positive")
         return v
 
 

@@ -208,3 +208,36 @@ def test_verify_reports_and_repairs_corruption(tmp_path: Path) -> None:
     assert (again["ok"], again["corrupt"]) == (8, 0)
     assert store.stats()["entries"] == 8
     store.close()
+
+
+def test_two_stores_on_one_directory_in_one_process_share_the_env(tmp_path: Path) -> None:
+    first = LMDBStore(tmp_path, 8 * MiB)
+    second = LMDBStore(tmp_path, 8 * MiB)
+    assert first._env.env is second._env.env  # LMDB forbids two opens in one process
+    first.put(*page(1))
+    first.close()
+    first.close()  # idempotent: must not release the second store's handle
+    key, digest, payload, _ = page(1)
+    assert second.get(key, digest) == payload
+    second.close()
+
+
+def test_forked_child_reopens_its_own_handle(tmp_path: Path) -> None:
+    import multiprocessing
+
+    store = LMDBStore(tmp_path, 8 * MiB)
+    store.put(*page(1))
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_child_put, args=(store,))
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    key, digest, payload, _ = page(2)
+    assert store.get(key, digest) == payload
+    store.close()
+
+
+def _child_put(store: LMDBStore) -> None:
+    key, digest, payload, _ = page(1)
+    assert store.get(key, digest) == payload
+    assert store.put(*page(2))

@@ -107,10 +107,20 @@ def test_redis_failure_is_a_miss_not_an_error(tmp_path: Path) -> None:
 
 
 def test_open_store_from_settings(tmp_path: Path, redis_url: str) -> None:
-    settings = Settings(home=tmp_path, kv_host_bytes=2 * MiB, kv_disk_bytes=16 * MiB, kv_redis_url=redis_url)
+    settings = Settings(
+        home=tmp_path,
+        kv_host_bytes=2 * MiB,
+        kv_disk_bytes=16 * MiB,
+        kv_redis_url=redis_url,
+        kv_redis_ttl_s=60,
+        kv_redis_max_bytes=8 * MiB,
+        kv_write_queue=7,
+    )
     store = open_store(settings)
     assert store.lmdb.path == tmp_path / "lmdb" and store.lmdb.capacity == 16 * MiB
     assert store.host.budget == 2 * MiB and store.redis is not None
+    assert (store.redis.ttl_s, store.redis.max_bytes) == (60, 8 * MiB)
+    assert all(w.max_queue == 7 for w in store._writers.values())
     store.close()
     no_disk = open_store(Settings(home=tmp_path, kv_disk_bytes=0), path=tmp_path / "x")
     assert no_disk.lmdb is None and no_disk.redis is None
