@@ -1,0 +1,161 @@
+"""The Celery side: the per-document task, its leases, retries, and the sweeper that redoes dead work.
+
+One task per (job, document) loops over the document's questions (prefix reuse). Its task id is
+"<job>-<doc>", so a cancel can revoke it by name. Recovery has three layers: acks_late with
+reject_on_worker_lost requeues a task whose pool process died; Redis redelivers an unacked message
+after the visibility timeout; and every worker sweeps active jobs for documents whose lease went
+stale (a whole worker SIGKILLed: the filesystem broker has already deleted its message) and
+enqueues them again. Duplicates are harmless: results are written once per (job, doc, question).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import task_received, worker_ready, worker_shutdown
+
+from jobs.store import JobStore
+from jobs.work import Transient, answer_document
+from strata.errors import NotFound
+from strata.settings import get_settings
+
+log = logging.getLogger("strata.jobs")
+RUN_DOCUMENT = "strata.jobs.run_document"
+PROCESSED_KEEP_S = 600.0  # embedded broker: taken messages kept this long, then pruned
+
+
+def task_id(job_id: str, doc: int) -> str:
+    return f"{job_id}-{doc}"
+
+
+def job_store() -> JobStore:
+    return JobStore(get_settings().home / "jobs")
+
+
+def backoff(retries: int) -> float:
+    s = get_settings()
+    return min(s.jobs_retry_backoff_s * (2 ** retries), s.jobs_retry_backoff_max_s)
+
+
+def enqueue(app: Celery, job_id: str, doc: int) -> None:
+    """Send one document's task by name (the worker resolves it; the sender imports nothing)."""
+    app.send_task(RUN_DOCUMENT, args=[job_id, doc], task_id=task_id(job_id, doc))
+
+
+def run_document(self: Task, job_id: str, doc: int) -> dict[str, Any]:
+    """Answer every question of one document of one job, then mark it done."""
+    store, settings = job_store(), get_settings()
+    try:
+        if store.cancelled(job_id) or store.document_done(job_id, doc):
+            return {"job": job_id, "document": doc, "skipped": "cancelled or done"}
+    except NotFound:
+        return {"job": job_id, "document": doc, "skipped": "no such job"}
+    leases = store.leases(job_id, settings.jobs_lease_s)
+    if not leases.claim(doc, self.request.id):
+        return {"job": job_id, "document": doc, "skipped": "another worker holds this document"}
+    final = self.request.retries >= settings.jobs_max_retries
+
+    def progress(done: int, total: int) -> None:
+        self.update_state(state="PROGRESS", meta={"job": job_id, "document": doc, "done": done, "total": total})
+
+    try:
+        with leases.heartbeat(doc):
+            written = answer_document(store, job_id, doc, final, progress)
+    except Transient as exc:
+        leases.mark_retrying(doc, self.request.id)
+        log.warning("job %s document %d: transient error, retry %d: %s", job_id, doc,
+                    self.request.retries + 1, exc)
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=None) from exc
+    if not store.cancelled(job_id):
+        _finish_document(store, job_id, doc)
+    leases.release(doc)
+    done = sum(store.has_item(job_id, doc, q) for q in range(len(store.spec(job_id).questions)))
+    return {"job": job_id, "document": doc, "written": written, "done": done,
+            "total": len(store.spec(job_id).questions)}
+
+
+def _finish_document(store: JobStore, job_id: str, doc: int) -> None:
+    spec = store.spec(job_id)
+    if all(store.has_item(job_id, doc, q) for q in range(len(spec.questions))):
+        store.mark_document_done(job_id, doc)
+    if store.documents_done(job_id) >= len(spec.documents):
+        store.finish(job_id)
+
+
+def register(app: Celery) -> None:
+    app.task(name=RUN_DOCUMENT, bind=True, acks_late=True, reject_on_worker_lost=True)(run_document)
+
+
+# -- worker main process: note received tasks, sweep for dead ones -------------------------------
+@task_received.connect
+def _on_received(request: Any = None, **_: Any) -> None:
+    """The worker took the message: lease the document so its loss is noticed if this worker dies."""
+    if request is None or request.name != RUN_DOCUMENT:
+        return
+    job_id, doc = request.args
+    try:
+        job_store().leases(job_id, get_settings().jobs_lease_s).reserve(int(doc), request.id)
+    except (NotFound, OSError):
+        pass
+
+
+_stop = threading.Event()
+
+
+def sweep(app: Celery, store: JobStore) -> int:
+    """Enqueue again every unfinished document whose lease is stale; returns how many."""
+    ttl, sent = get_settings().jobs_lease_s, 0
+    for job_id in store.active():
+        try:
+            if store.cancelled(job_id):
+                store.finish(job_id)
+                continue
+            spec, leases = store.spec(job_id), store.leases(job_id, ttl)
+            for doc in range(len(spec.documents)):
+                if not store.document_done(job_id, doc) and leases.take_stale(doc):
+                    log.warning("job %s document %d: its worker is gone; enqueuing it again", job_id, doc)
+                    enqueue(app, job_id, doc)
+                    sent += 1
+        except (NotFound, OSError) as exc:
+            log.warning("sweep of job %s: %s", job_id, exc)
+    return sent
+
+
+def _prune_processed(app: Celery) -> None:
+    folder = app.conf.broker_transport_options.get("processed_folder")
+    if not folder:
+        return
+    from pathlib import Path
+
+    cutoff = time.time() - PROCESSED_KEEP_S
+    for p in Path(folder).iterdir():
+        try:
+            if p.stat().st_mtime < cutoff:
+                p.unlink()
+        except OSError:
+            pass
+
+
+def _sweeper(app: Celery) -> None:
+    store = job_store()
+    while not _stop.wait(get_settings().jobs_sweep_s):
+        try:
+            sweep(app, store)
+            _prune_processed(app)
+        except Exception:  # the sweeper must outlive any one bad pass
+            log.exception("job sweep failed")
+
+
+@worker_ready.connect
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    _stop.clear()
+    threading.Thread(target=_sweeper, args=(sender.app,), name="strata-sweeper", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    _stop.set()
