@@ -173,7 +173,7 @@ class LMDBEnv:
         for _ in range(_RETRIES):
             try:
                 with self._lock.shared():
-                    txn = self._begin(write=True)
+                    txn = self.env.begin(write=True, buffers=True)
                     try:
                         result = fn(txn)
                         txn.commit()
@@ -204,8 +204,6 @@ class LMDBEnv:
         try:
             return self.env.begin(write=write, buffers=True)
         except lmdb.MapResizedError:
-            if write:
-                raise
             return None
         except lmdb.Error as exc:
             raise StoreError(f"KV store at {self.path} is unreadable ({exc}); {_WAY_OUT}") from None

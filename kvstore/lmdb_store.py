@@ -15,6 +15,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -150,14 +151,18 @@ class LMDBStore:
             encoded.append((key, page, summ, len(page) + len(summ) + ENTRY_OVERHEAD))
         if self.problem:
             return [False] * len(items)
+
+        def insert_all(txn: lmdb.Transaction) -> list[bool]:
+            return [self._insert(txn, *e) for e in encoded]
+
         for attempt in range(3):
             try:
-                return self._write(lambda txn: [self._insert(txn, *e) for e in encoded])
+                return self._write(insert_all)
             except MapAtCap:
                 # Fragmented free space: the accounted bytes fit but the map does not. Free more.
                 need = sum(e[3] for e in encoded) * (attempt + 2)
                 try:
-                    self._write(lambda txn, n=need: self._evict(txn, n))
+                    self._write(partial(self._evict, need=need))
                 except MapAtCap:
                     break
         self.counters["full"] += len(items)
@@ -212,8 +217,12 @@ class LMDBStore:
         txn.delete(key, db=self._db["summaries"])
 
     def _drop(self, keys: Sequence[bytes]) -> None:
+        def delete_all(txn: lmdb.Transaction) -> None:
+            for key in keys:
+                self._delete(txn, key)
+
         try:
-            self._write(lambda txn: [self._delete(txn, k) for k in keys])
+            self._write(delete_all)
         except MapAtCap:
             pass  # even a delete needs a free page; the next eviction or verify removes them
 

@@ -21,7 +21,7 @@ def scan(txn: lmdb.Transaction, dbs: dict) -> tuple[dict, list[bytes], list[byte
         reason = _check(txn, dbs, key, raw)
         if reason is None:
             ok += 1
-            charged += _ACCESS.unpack(txn.get(key, db=dbs["access"]))[1]
+            charged += _ACCESS.unpack(txn.get(key, db=dbs["access"]) or b"")[1]
         else:
             corrupt += 1
             bad.append(key)
@@ -39,7 +39,7 @@ def scan(txn: lmdb.Transaction, dbs: dict) -> tuple[dict, list[bytes], list[byte
     return report, bad + orphans, stale_lru
 
 
-def _check(txn: lmdb.Transaction, dbs: dict, key: bytes, raw: memoryview) -> str | None:
+def _check(txn: lmdb.Transaction, dbs: dict, key: bytes, raw: bytes | memoryview) -> str | None:
     """Why this page fails (None when it passes): its record, its summary, its bookkeeping."""
     try:
         header = record.read_header(raw)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import cast
 from urllib.parse import urlsplit
 
 import redis
@@ -135,7 +136,7 @@ class RedisStore:
                 pipe.zadd(self._acct[0], {key.hex(): now}, xx=True)
             raws = pipe.execute()[::2]
         out: list[bytes | None] = []
-        bad = []
+        bad: list[bytes] = []
         for key, digest, raw in zip(keys, digests, raws, strict=True):
             out.append(self._check(key, raw, record.KIND_PAGE, digest, bad))
         if bad:
@@ -146,7 +147,7 @@ class RedisStore:
         """The page summary, or None."""
         check_key(key)
         with self._errors():
-            raw = self._r.get(self._sum + key.hex())
+            raw = cast(bytes | None, self._r.get(self._sum + key.hex()))
         bad: list[bytes] = []
         value = self._check(key, raw, record.KIND_SUMMARY, None, bad)
         if bad:
@@ -252,7 +253,8 @@ class RedisStore:
 
     def _stale(self) -> list[bytes]:
         """Accounted entries whose page is gone (expired by TTL or deleted by hand)."""
-        members = [bytes.fromhex(h.decode()) for h in self._r.zrange(self._acct[0], 0, -1)]
+        names = cast(list[bytes], self._r.zrange(self._acct[0], 0, -1))
+        members = [bytes.fromhex(h.decode()) for h in names]
         pipe = self._r.pipeline(transaction=False)
         for k in members:
             pipe.exists(self._page + k.hex())
@@ -291,10 +293,9 @@ class _RedisErrors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
         if exc is not None and isinstance(exc, redis.RedisError):
             raise StoreError(f"Redis KV store at {self.where} failed: {exc}") from None
-        return False
 
 
 def _record_ok(page: bytes | None, summary: bytes | None) -> bool:
