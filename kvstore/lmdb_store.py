@@ -11,6 +11,7 @@ the next write transaction (or after _TOUCH_FLUSH reads), which is all LRU needs
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
@@ -27,6 +28,7 @@ from kvstore.lmdb_env import LMDBEnv, MapAtCap, MiB, destroy, file_bytes
 from kvstore.store import PageItem, check_item, check_key
 from strata.errors import StoreError
 
+log = logging.getLogger(__name__)
 ENTRY_OVERHEAD = 128  # keys and values in access/lru, charged so tiny pages still count
 _ACCESS = struct.Struct("<QQ")  # last access ns, charged bytes
 _U64 = struct.Struct("<Q")
@@ -273,6 +275,7 @@ class LMDBStore:
                 f"store at {self.path} was written with layout version {found}, this build reads "
                 f"{LAYOUT_VERSION}; it is ignored (run `strata cache clear` to reuse the space)"
             )
+            log.warning("kvstore: %s", self.problem)
 
     def _reset_meta(self, txn: lmdb.Transaction) -> None:
         meta = self._db["meta"]

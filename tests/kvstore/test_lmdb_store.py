@@ -142,6 +142,7 @@ def _spawn_writer(path: Path, start: int, count: int, capacity: int) -> subproce
 def test_two_processes_write_and_read_one_store(tmp_path: Path) -> None:
     capacity = 64 * MiB
     store = LMDBStore(tmp_path, capacity, initial_map_bytes=1 * MiB)
+    assert store.stats()["map_bytes"] == 1 * MiB
     children = [_spawn_writer(tmp_path, start, 400, capacity) for start in (0, 10_000)]
     for child in children:
         assert child.wait(timeout=60) == 0
@@ -150,6 +151,7 @@ def test_two_processes_write_and_read_one_store(tmp_path: Path) -> None:
         key, digest, payload, _ = page(i)
         assert store.get(key, digest) == payload
     assert store.put(*page(50_000))
+    assert store.stats()["map_bytes"] >= 8 * MiB  # adopted the size the children grew it to
     report = store.verify()
     assert report["ok"] == 801 and report["corrupt"] == 0 and report["stale_lru"] == 0
     store.close()
