@@ -125,3 +125,17 @@ def test_open_store_from_settings(tmp_path: Path, redis_url: str) -> None:
     no_disk = open_store(Settings(home=tmp_path, kv_disk_bytes=0), path=tmp_path / "x")
     assert no_disk.lmdb is None and no_disk.redis is None
     no_disk.close()
+
+
+def test_host_tier_checks_the_digest_and_completes_entries() -> None:
+    from kvstore.host import HostTier
+
+    host = HostTier(1 * MiB)
+    key, digest, payload, summary = page(1)
+    assert host.put(key, None, None, summary)  # a summary alone
+    assert host.get(key, digest) is None and host.get_summary(key) == summary
+    assert host.put(key, digest, payload, None)  # the page joins its summary
+    assert host.get(key, digest) == payload and host.get_summary(key) == summary
+    assert host.get(key, page(2)[1]) is None  # another page's tokens: a miss
+    assert not host.put(page(3)[0], digest, b"x" * (2 * MiB), b"")  # larger than the budget
+    assert host.stats()["entries"] == 1
