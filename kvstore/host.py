@@ -64,8 +64,10 @@ class HostTier:
             old = self._entries.pop(key, None)
             if old is not None:
                 self.nbytes -= old.nbytes
-                if old.digest == digest or digest is None:
-                    digest = old.digest
+                # One key is one page: a summary-only entry (digest None) joins the page's entry;
+                # a different digest means a different page and replaces it whole.
+                if old.digest is None or digest is None or old.digest == digest:
+                    digest = digest or old.digest
                     payload = payload if payload is not None else old.payload
                     summary = summary if summary is not None else old.summary
             entry = _Entry(digest, payload, summary)
