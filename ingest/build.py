@@ -12,7 +12,7 @@ from ingest.options import IngestOptions
 from ingest.pack import plan
 from ingest.prompt import DROPPED, LedgerItem, Prompt
 from ingest.target import MAX_DEFAULT_BUDGET, Target
-from strata.errors import BadRequest, IngestError
+from strata.errors import BadRequest, IngestError, StrataError
 from strata.settings import get_settings
 
 
@@ -57,6 +57,8 @@ def build_prompt(
     for item, level in zip(items, choice, strict=True):
         _append(prompt, item, level)
     prompt.ledger.extend(collector.ledger)
+    if len(prompt.token_ids) > budget:  # the packer's promise; a breach is a bug, never shipped
+        raise StrataError(f"packed {len(prompt.token_ids)} tokens into a budget of {budget}")
     return prompt
 
 

@@ -2,8 +2,8 @@
 
     python samples/make_samples.py [OUT_DIR]     (default: the samples/ folder itself)
 
-Deterministic: the same script writes byte-identical files (fixed seeds, no timestamps), so
-the committed samples can be regenerated and compared. Total size stays well under 1 MB.
+Deterministic: the same script writes the same files (no randomness), byte for byte except
+the CreationDate / ID that PDFium stamps into the PDF. Total size stays well under 1 MB.
 """
 
 from __future__ import annotations
