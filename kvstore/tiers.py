@@ -80,7 +80,7 @@ class TieredStore:
             return [None] * len(keys)
 
     def _promote(self, tier: str, key: bytes, digest: bytes, payload: bytes) -> None:
-        summary = self._persistent_summary(key, tier)
+        summary = self.host.get_summary(key) or self._persistent_summary(key, tier)
         self.host.put(key, digest, payload, summary)
         if tier == "redis" and summary is not None and "lmdb" in self._writers:
             self._writers["lmdb"].submit(key, digest, payload, summary)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -24,7 +25,8 @@ def _kill_a_writer(path: Path, start: int, rng: random.Random) -> None:
         [*cmd, str(start), "-1", str(CAPACITY), "4"], cwd=ROOT_DIR, stdout=subprocess.PIPE, text=True
     )
     try:
-        assert child.stdout.readline().strip() == "ready", "writer did not start"
+        ready, _, _ = select.select([child.stdout], [], [], 30)
+        assert ready and child.stdout.readline().strip() == "ready", "writer did not start"
         time.sleep(rng.uniform(0.0, 0.08))
         assert child.poll() is None, "writer died before it was killed"
     finally:
