@@ -50,8 +50,19 @@ class RecordError(Exception):
 def encode(kind: int, tokens_digest: bytes, payload: bytes | memoryview) -> bytes:
     """Header + payload as one bytes object, ready to store."""
     check_digest(tokens_digest)
+    payload = _byte_view(payload)
     header = _HEADER.pack(MAGIC, LAYOUT_VERSION, kind, tokens_digest, len(payload), xxhash.xxh3_64_intdigest(payload))
     return b"".join((header, payload))
+
+
+def _byte_view(payload: bytes | memoryview) -> bytes | memoryview:
+    """Bytes as they are; any other buffer as a flat byte view, so len() counts bytes."""
+    if isinstance(payload, bytes):
+        return payload
+    try:
+        return memoryview(payload).cast("B")
+    except TypeError as exc:
+        raise BadRequest(f"page payloads must be contiguous buffers: {exc}") from None
 
 
 def read_header(raw: bytes | memoryview) -> Header:

@@ -243,3 +243,16 @@ def _child_put(store: LMDBStore) -> None:
     key, digest, payload, _ = page(1)
     assert store.get(key, digest) == payload
     assert store.put(*page(2))
+
+
+def test_any_contiguous_buffer_is_stored_byte_for_byte(tmp_path: Path) -> None:
+    import numpy as np
+
+    store = LMDBStore(tmp_path, 8 * MiB)
+    key, digest, _, summary = page(1)
+    values = np.arange(1000, dtype=np.float32)
+    assert store.put(key, digest, memoryview(values), memoryview(bytearray(summary)))
+    assert store.get(key, digest) == values.tobytes() and store.get_summary(key) == summary
+    with pytest.raises(BadRequest, match="contiguous"):
+        store.put(page(2)[0], digest, memoryview(values)[::2], summary)
+    store.close()
