@@ -29,9 +29,13 @@ class VideoExtract:
 
 
 def sample_times(duration: float, fps: float, max_frames: int) -> list[float]:
-    """Timestamps to sample: every 1/fps seconds, spread evenly when over the frame budget."""
+    """Timestamps to sample: every 1/fps seconds, spread evenly when over the frame budget.
+
+    An unknown duration (0; live recordings often lack it) samples every 1/fps seconds up to
+    the frame budget, and decoding simply stops where the stream ends.
+    """
     if duration <= 0:
-        return [0.0]
+        return [k / fps for k in range(max_frames)]
     n = int(duration * fps) + 1
     if n <= max_frames:
         return [k / fps for k in range(n) if k / fps < duration or k == 0]
@@ -100,5 +104,5 @@ def _decode(
             i += 1
     except _AV_ERRORS as exc:
         out.warnings.append(f"stream damaged after {len(out.frames)} frames ({exc})")
-    if i < len(targets) and not out.warnings and out.frames:
+    if i < len(targets) and not out.warnings and out.frames and out.duration > 0:
         out.warnings.append(f"stream ended at {last_t:.2f}s, before the sampled {targets[i]:.2f}s")

@@ -201,3 +201,14 @@ def test_samples_copy_is_identical(tmp_path, target, opts) -> None:
         options=IngestOptions(cache_dir=tmp_path / "other"),
     )
     assert a.digest() == b.digest()
+
+
+def test_sample_times_and_webm(tmp_path, target, opts) -> None:
+    from ingest.video import sample_times
+
+    assert sample_times(3.0, 1.0, 10) == [0.0, 1.0, 2.0]
+    assert sample_times(100.0, 1.0, 4) == [0.0, 25.0, 50.0, 75.0]
+    assert sample_times(0.0, 2.0, 3) == [0.0, 0.5, 1.0]  # unknown duration: decode until the end
+    path = write(tmp_path, "clip.webm", video_bytes(fmt="webm", codec="libvpx", seconds=3.0, fps=10))
+    p = build_prompt([path], target, options=opts)
+    assert [round(s.time_s) for s in p.source_map if s.time_s is not None][::2] == [0, 1, 2]
