@@ -53,6 +53,9 @@ def _check(txn: lmdb.Transaction, dbs: dict, key: bytes, raw: bytes | memoryview
     access = txn.get(key, db=dbs["access"])
     if access is None or len(access) != _ACCESS.size:
         return "access record missing"
+    ts = _ACCESS.unpack(access)[0]
+    if txn.get(ts.to_bytes(8, "big") + key, db=dbs["lru"]) is None:
+        return "lru entry missing"  # would never be evicted
     return None
 
 

@@ -193,22 +193,25 @@ def test_verify_reports_and_repairs_corruption(tmp_path: Path) -> None:
     store.put_many(items)
     store.close()
     env = _raw_env(tmp_path)
-    pages, summaries = env.open_db(b"pages"), env.open_db(b"summaries")
+    pages, summaries, lru = (env.open_db(n) for n in (b"pages", b"summaries", b"lru"))
     with env.begin(write=True) as txn:
         txn.put(items[0][0], b"garbage", db=pages)
         raw = bytearray(txn.get(items[1][0], db=summaries))
         raw[-1] ^= 0xFF
         txn.put(items[1][0], bytes(raw), db=summaries)
+        lru_key = next(k for k in txn.cursor(db=lru).iternext(values=False) if k[8:] == items[2][0])
+        txn.delete(lru_key, db=lru)
     env.close()
     store = LMDBStore(tmp_path, 8 * MiB)
     report = store.verify()
-    assert (report["ok"], report["corrupt"], report["removed"]) == (8, 2, 0)
+    assert (report["ok"], report["corrupt"], report["removed"]) == (7, 3, 0)
+    assert report["reasons"]["lru entry missing"] == 1
     assert store.contains(items[0][0])  # verify without repair changes nothing
     repaired = store.verify(repair=True)
-    assert repaired["removed"] == 2 and not store.contains(items[0][0])
+    assert repaired["removed"] == 3 and not store.contains(items[0][0])
     again = store.verify()
-    assert (again["ok"], again["corrupt"]) == (8, 0)
-    assert store.stats()["entries"] == 8
+    assert (again["ok"], again["corrupt"]) == (7, 0)
+    assert store.stats()["entries"] == 7
     store.close()
 
 
