@@ -51,6 +51,8 @@ def zip_bomb(size: int) -> bytes:
     return buf.getvalue()
 
 
+NOISE = random.Random(0).randbytes(50_000)  # incompressible, so a cut lands inside the data
+
 HOSTILE = {
     "zip slip": ("evil.zip", zip_bytes({"repo/../../../../escaped.txt": b"pwned"}), 400, ".."),
     "zip absolute": ("evil.zip", zip_bytes({"/tmp/escaped.txt": b"pwned"}), 400, "absolute"),
@@ -66,8 +68,7 @@ HOSTILE = {
     "entry flood": ("many.zip", zip_bytes({f"repo/{i}.txt": b"x" for i in range(100)}), 413,
                     "max_archive_entries"),
     "corrupt zip": ("broken.zip", b"PK\x03\x04 this is not really a zip archive", 400, "corrupt"),
-    "truncated tar.gz": ("cut.tar.gz", tar_bytes([member("a.txt")], {"a.txt": random.Random(0).randbytes(50_000)})[:9000], 400,
-                         "corrupt"),
+    "truncated tar.gz": ("cut.tar.gz", tar_bytes([member("a.txt")], {"a.txt": NOISE})[:9000], 400, "corrupt"),
     "empty archive": ("empty.zip", zip_bytes({}), 400, "empty"),
     "corrupt png": ("photo.png", b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50, 400, "nothing could be ingested"),
     "corrupt pdf": ("paper.pdf", b"%PDF-1.7\n1 0 obj broken", 400, "nothing could be ingested"),
