@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     jobs_max_questions: int = Field(default=200, gt=0)
     jobs_max_new_tokens: int = Field(default=512, gt=0)
     jobs_concurrency: int = Field(default=1, gt=0)  # worker processes, one engine each
+    jobs_embedded: bool = True  # `strata serve` without Redis starts its own worker process
+    jobs_allow_local_sources: bool = False  # POST /v1/jobs may name server-side paths (trusted setups only)
 
     # HTTP API (strata serve). auth "keys": Authorization: Bearer <key> -> tenant via api_keys
     # (STRATA_API_KEYS='{"key": "tenant"}'); "none": one local tenant, refused unless on loopback.
