@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import redis
 
 from kvstore import record
+from kvstore.keys import KEY_BYTES
 from kvstore.store import PageItem, check_item, check_key
 from strata.errors import StoreError
 
@@ -239,7 +240,10 @@ class RedisStore:
                     pipe.get(self._sum + h)
                 values = pipe.execute()
                 for i, h in enumerate(hexes):
-                    if _record_ok(values[2 * i], values[2 * i + 1]):
+                    page, summary = values[2 * i], values[2 * i + 1]
+                    if page is None and summary is None:
+                        continue  # expired or deleted between SCAN and GET
+                    if _record_ok(page, summary):
                         ok += 1
                     else:
                         corrupt += 1
@@ -254,7 +258,8 @@ class RedisStore:
     def _stale(self) -> list[bytes]:
         """Accounted entries whose page is gone (expired by TTL or deleted by hand)."""
         names = cast(list[bytes], self._r.zrange(self._acct[0], 0, -1))
-        members = [bytes.fromhex(h.decode()) for h in names]
+        hexes = [h.decode(errors="replace") for h in names]
+        members = [bytes.fromhex(h) for h in hexes if _is_key_hex(h)]
         pipe = self._r.pipeline(transaction=False)
         for k in members:
             pipe.exists(self._page + k.hex())
@@ -263,7 +268,10 @@ class RedisStore:
     def _scan_hexes(self, prefix: str) -> list[list[str]]:
         batches, batch = [], []
         for name in self._r.scan_iter(match=prefix + "*", count=_SCAN_BATCH):
-            batch.append(name.decode()[len(prefix) :])
+            hexkey = name.decode(errors="replace")[len(prefix) :]
+            if not _is_key_hex(hexkey):
+                continue  # not written by Strata: not ours to judge or delete
+            batch.append(hexkey)
             if len(batch) >= _SCAN_BATCH:
                 batches.append(batch)
                 batch = []
@@ -300,12 +308,22 @@ class _RedisErrors:
 
 def _record_ok(page: bytes | None, summary: bytes | None) -> bool:
     if page is None or summary is None:
-        return page is None and summary is None  # expired together between SCAN and GET
+        return False  # one half of the pair is gone
     try:
         header = record.read_header(page)
         record.decode(page, record.KIND_PAGE, header.tokens_digest)
         record.decode(summary, record.KIND_SUMMARY, header.tokens_digest)
     except record.RecordError:
+        return False
+    return True
+
+
+def _is_key_hex(text: str) -> bool:
+    if len(text) != 2 * KEY_BYTES:
+        return False
+    try:
+        bytes.fromhex(text)
+    except ValueError:
         return False
     return True
 

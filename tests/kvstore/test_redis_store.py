@@ -91,12 +91,14 @@ def test_ttl_is_set_and_verify_repairs(redis_url: str, namespace: str) -> None:
     raw = redis.Redis.from_url(redis_url)
     assert 0 < raw.ttl(f"{namespace}:page:{items[0][0].hex()}") <= 100
     raw.set(f"{namespace}:sum:{items[1][0].hex()}", b"junk")  # a corrupt summary
+    raw.set(f"{namespace}:page:not-a-key", b"someone else's")  # ignored, never deleted
     raw.delete(f"{namespace}:page:{items[2][0].hex()}", f"{namespace}:sum:{items[2][0].hex()}")
     report = store.verify()
     assert (report["ok"], report["corrupt"], report["stale"], report["removed"]) == (2, 1, 1, 0)
     repaired = store.verify(repair=True)
     assert repaired["removed"] == 1 and store.stats()["entries"] == 2
     assert store.verify() == {"ok": 2, "corrupt": 0, "stale": 0, "removed": 0}
+    assert raw.get(f"{namespace}:page:not-a-key") == b"someone else's"
     store.clear()
     assert not list(raw.scan_iter(match=f"{namespace}:*"))
     raw.close()
