@@ -46,17 +46,24 @@ def build_prompt(
         raise BadRequest("budget must be positive")
     if not sources:
         raise IngestError("nothing to ingest: no source given")
-    collector = Collector(target, options, ExtractCache(cache_dir(options)), progress)
-    items = collector.collect([Path(s) for s in sources])
-    if not items and all(e.status == "error" and e.kind == "source" for e in collector.ledger):
-        raise IngestError("nothing to ingest: " + "; ".join(f"{e.path}: {e.reason}" for e in collector.ledger))
-    prompt = Prompt(budget=budget, warnings=collector.warnings, stats=collector.stats)
-    if target.bos_token_id is not None:
-        prompt.token_ids.append(target.bos_token_id)
-    choice = plan(items, budget - len(prompt.token_ids))
+    cache = ExtractCache(cache_dir(options), options.cache_max_bytes)
+    collector = Collector(target, options, cache, progress)
+    try:
+        items = collector.collect([Path(s) for s in sources])
+        if not items and all(e.status == "error" and e.kind == "source" for e in collector.ledger):
+            why = "; ".join(f"{e.path}: {e.reason}" for e in collector.ledger)
+            raise IngestError(f"nothing to ingest: {why}")
+        prompt = Prompt(budget=budget, warnings=collector.warnings, stats=collector.stats)
+        if target.bos_token_id is not None:
+            prompt.token_ids.append(target.bos_token_id)
+        choice = plan(items, budget - len(prompt.token_ids))  # may parse (and cache) outlines
+    finally:
+        cache.flush()
     for item, level in zip(items, choice, strict=True):
         _append(prompt, item, level)
     prompt.ledger.extend(collector.ledger)
+    if cache.disabled_reason:
+        prompt.warnings.append(cache.disabled_reason)
     if len(prompt.token_ids) > budget:  # the packer's promise; a breach is a bug, never shipped
         raise StrataError(f"packed {len(prompt.token_ids)} tokens into a budget of {budget}")
     return prompt

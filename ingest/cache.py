@@ -1,21 +1,20 @@
 """A content-addressed extraction cache: unchanged sources are never parsed twice.
 
 Key = digest(extractor kind and version, target fingerprint, options that shape the result,
-content hash). One file per key: a magic, a JSON header (meta, array layout, payload checksum)
-and the raw array bytes; loading is one read and a few np.frombuffer calls (no pickle, no zip).
-Writes go to a temporary file and are renamed, so a crash never leaves a half-written entry,
-and an entry whose checksum does not match is treated as absent and removed.
+content hash). One LMDB value per key: a magic, a JSON header (meta, array layout, payload
+checksum) and the raw array bytes; loading is one read and a few np.frombuffer calls (no pickle).
+An entry whose checksum does not match (a torn write) is treated as absent and removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
+import threading
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import xxhash
 
@@ -72,45 +71,81 @@ def _decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, header["meta"]
 
 
+_ENVS: dict[str, lmdb.Environment] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _env(root: Path, map_size: int) -> lmdb.Environment:
+    """One environment per directory and process (LMDB forbids opening the same file twice)."""
+    key = str(root.resolve())
+    with _ENVS_LOCK:
+        env = _ENVS.get(key)
+        if env is None:
+            root.mkdir(parents=True, exist_ok=True)
+            env = _ENVS[key] = lmdb.open(
+                key, map_size=map_size, subdir=True, lock=True, readahead=False, max_readers=256
+            )
+        return env
+
+
 class ExtractCache:
-    """Extraction results by key under one directory; `None` dir means no caching."""
+    """Extraction results by key in one LMDB environment; `None` dir means no caching.
 
-    def __init__(self, root: Path | None) -> None:
+    Entries are buffered and committed in batches: one transaction per batch instead of one
+    file creation per source file, which is what a cold ingest of many small files pays for.
+    """
+
+    BATCH = 256
+
+    def __init__(self, root: Path | None, map_size: int = 64 << 30) -> None:
         self.root = root
+        self._map_size = map_size
+        self._pending: list[tuple[bytes, bytes]] = []
+        self.disabled_reason = ""
 
-    def _path(self, key: str) -> Path:
-        assert self.root is not None
-        return self.root / key[:2] / f"{key}.sxc"
+    def _open(self) -> lmdb.Environment | None:
+        if self.root is None or self.disabled_reason:
+            return None
+        try:
+            return _env(self.root, self._map_size)
+        except (lmdb.Error, OSError) as exc:
+            self.disabled_reason = f"extraction cache disabled: {exc}"
+            return None
 
     def get(self, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
         """(arrays, meta) stored under key, or None (a damaged entry counts as absent)."""
-        if self.root is None:
+        env = self._open()
+        if env is None:
             return None
-        path = self._path(key)
+        with env.begin() as txn:
+            blob = txn.get(key.encode())
+        if blob is None:
+            return None
         try:
-            with open(path, "rb") as fh:
-                blob = fh.read()
             return _decode(blob)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
-            path.unlink(missing_ok=True)
+        except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
+            self._pending.append((key.encode(), b""))  # an empty value deletes on flush
             return None
 
     def put(self, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """Store atomically; a full disk or a read-only home only costs the caching."""
-        if self.root is None:
+        """Queue an entry; it is committed with its batch (or by flush)."""
+        if self._open() is None:
             return
-        path = self._path(key)
+        self._pending.append((key.encode(), _encode(arrays, meta)))
+        if len(self._pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit queued entries; a full map or a read-only home only costs the caching."""
+        env, pending, self._pending = self._open(), self._pending, []
+        if env is None or not pending:
+            return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(_encode(arrays, meta))
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError:
-            pass
+            with env.begin(write=True) as txn:
+                for key, value in pending:
+                    if value:
+                        txn.put(key, value)
+                    else:
+                        txn.delete(key)
+        except (lmdb.Error, OSError) as exc:
+            self.disabled_reason = f"extraction cache disabled: {exc}"

@@ -37,6 +37,7 @@ class IngestOptions:
     tree_first: bool = False  # tree listing before the files (worse prefix reuse, see docs)
     cache_dir: Path | None = None  # None: settings.home / "extracts"
     use_cache: bool = True
+    cache_max_bytes: int = 32 << 30  # LMDB map size: past it, caching stops with a warning
 
     def __post_init__(self) -> None:
         for name in (
@@ -49,6 +50,7 @@ class IngestOptions:
             "pdf_render_dpi",
             "video_max_frames",
             "video_max_pixels",
+            "cache_max_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise BadRequest(f"ingest option {name} must be positive")

@@ -75,8 +75,17 @@ def test_damaged_cache_entry_is_a_miss(tmp_path) -> None:
 
     cache = ExtractCache(tmp_path)
     cache.put("ab" * 20, {"x": np.arange(3)}, {"k": 1})
+    assert cache.get("ab" * 20) is None  # queued, not yet committed
+    cache.flush()
     arrays, meta = cache.get("ab" * 20)
     assert meta == {"k": 1} and arrays["x"].tolist() == [0, 1, 2]
-    path = next(tmp_path.rglob("*.sxc"))
-    path.write_bytes(b"garbage")
-    assert cache.get("ab" * 20) is None and not path.exists()
+    from ingest.cache import _env
+
+    with _env(tmp_path, 1 << 20).begin(write=True) as txn:  # flip one payload byte
+        blob = bytearray(txn.get(("ab" * 20).encode()))
+        blob[-1] ^= 0xFF
+        txn.put(("ab" * 20).encode(), bytes(blob))
+    assert cache.get("ab" * 20) is None
+    cache.flush()  # the damaged entry is removed
+    with _env(tmp_path, 1 << 20).begin() as txn:
+        assert txn.get(("ab" * 20).encode()) is None
