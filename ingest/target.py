@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from strata.errors import ConfigError
@@ -28,6 +29,27 @@ _VISION_KEYS = (
     "image_patch_token_id",
     "image_row_token_id",
 )
+
+
+def _byte_alphabet() -> set[str]:
+    """The 256 characters GPT-2's byte-level encoding uses for bytes."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
+    extra = [256 + n for n in range(256 - len(printable))]
+    return {chr(c) for c in printable + extra}
+
+
+def _byte_lengths(tokenizer: Tokenizer) -> np.ndarray | None:
+    spec = json.loads(tokenizer.to_str())
+    pre = spec.get("pre_tokenizer") or {}
+    if spec.get("normalizer") is not None or pre.get("type") != "ByteLevel" or spec["model"]["type"] != "BPE":
+        return None
+    alphabet = _byte_alphabet()
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    lengths = np.full(max(vocab.values()) + 1, -(1 << 30), dtype=np.int64)  # unknown ids break sums
+    for token, index in vocab.items():
+        if all(ch in alphabet for ch in token):
+            lengths[index] = len(token)
+    return lengths
 
 
 @dataclass(slots=True)
@@ -50,6 +72,7 @@ class Target:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     fingerprint: str = field(default="", repr=False)
     _memo: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _byte_lengths: list = field(default_factory=list, repr=False)  # [] unknown, [None] or [array]
 
     def __post_init__(self) -> None:
         if self.max_context <= 0:
@@ -97,6 +120,13 @@ class Target:
     def encode_many(self, texts: list[str]) -> list[list[int]]:
         """Token ids of many texts in one parallel call."""
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def token_byte_lengths(self) -> np.ndarray | None:
+        """Bytes per token id for a byte-level BPE without normalizer (each character of a
+        token stands for one byte), else None. Lets ingest map tokens to lines without offsets."""
+        if not self._byte_lengths:
+            self._byte_lengths.append(_byte_lengths(self.tokenizer))
+        return self._byte_lengths[0]
 
     def _compute_fingerprint(self) -> str:
         # Everything that changes extracted token ids or patches must be in here, because the

@@ -83,20 +83,49 @@ def load_texts(
             cache.put(f.key, {}, {"skip": f.skip, "note": f.note, "ends_nl": f.ends_nl})
         else:
             todo.append((f, text))
+    lens = target.token_byte_lengths()
     for i in range(0, len(todo), ENCODE_BATCH):
         batch = todo[i : i + ENCODE_BATCH]
-        encodings = target.tokenizer.encode_batch([t for _, t in batch], add_special_tokens=False)
-        for (f, text), enc in zip(batch, encodings, strict=True):
+        texts = [t for _, t in batch]
+        # Byte-level BPE: token byte lengths give line positions, so offsets are not needed.
+        encode = target.tokenizer.encode_batch if lens is None else target.tokenizer.encode_batch_fast
+        for (f, text), enc in zip(batch, encode(texts, add_special_tokens=False), strict=True):
             f.ids = np.asarray(enc.ids, dtype=np.int32)
-            tok_start = np.asarray([o[0] for o in enc.offsets], dtype=np.int64)
-            f.line_tok = np.append(np.searchsorted(tok_start, line_starts(text)[1:]), len(f.ids))
-            f.line_tok = np.concatenate(([0], f.line_tok)).astype(np.int32)
+            f.line_tok = line_tokens(text, f.ids, lens)
+            if f.line_tok is None:  # lengths disagree: an unusual tokenizer; ask for offsets
+                offsets = target.tokenizer.encode(text, add_special_tokens=False).offsets
+                f.line_tok = line_tokens(text, f.ids, None, offsets)
             stats["parsed"] = stats.get("parsed", 0) + 1
             cache.put(
                 f.key,
                 {"ids": f.ids, "line_tok": f.line_tok},
                 {"skip": "", "note": f.note, "ends_nl": f.ends_nl},
             )
+
+
+def line_tokens(
+    text: str, ids: np.ndarray, lens: np.ndarray | None, offsets: list[tuple[int, int]] | None = None
+) -> np.ndarray | None:
+    """Token index at each line start, plus len(ids): [n_lines + 1] int32.
+
+    From token byte lengths (byte-level BPE) when `lens` is given, else from character offsets.
+    A token that spans a line break belongs to the line it starts on. None when the byte
+    lengths do not add up to the text (then the caller falls back to offsets).
+    """
+    if lens is not None:
+        raw = text.encode("utf-8")
+        tok_bytes = lens[ids] if len(ids) else np.zeros(0, np.int64)
+        ends = np.cumsum(tok_bytes, dtype=np.int64)
+        if (ends[-1] if len(ends) else 0) != len(raw):
+            return None
+        tok_start = ends - tok_bytes
+        starts = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10) + 1
+        starts = starts[starts < len(raw)]
+    else:
+        tok_start = np.asarray([o[0] for o in offsets or []], dtype=np.int64)
+        starts = line_starts(text)[1:]
+    inner = np.searchsorted(tok_start, starts)
+    return np.concatenate(([0], inner, [len(ids)])).astype(np.int32)
 
 
 def text_key(data: bytes, target: Target, opts: IngestOptions) -> str:
