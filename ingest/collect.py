@@ -128,7 +128,10 @@ class Collector:
         self.warnings.extend(warnings)
 
     def _text_items(self, texts: list[TextFile]) -> list[Item]:
-        load_texts(texts, self.target, self.cache, self.opts, self.stats)
+        with tqdm(
+            total=len(texts), desc="tokenize", unit="file", disable=not self.progress, file=sys.stderr, leave=False
+        ) as bar:
+            load_texts(texts, self.target, self.cache, self.opts, self.stats, bar.update)
         kept = [f for f in texts if not f.skip]
         for f, header in zip(kept, self.target.encode_many([open_tag(f.path) for f in kept]), strict=True):
             f.header = header

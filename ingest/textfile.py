@@ -7,6 +7,7 @@ the outline are cached by content hash.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,7 +65,12 @@ def line_starts(text: str) -> np.ndarray:
 
 
 def load_texts(
-    files: list[TextFile], target: Target, cache: ExtractCache, opts: IngestOptions, stats: dict[str, int]
+    files: list[TextFile],
+    target: Target,
+    cache: ExtractCache,
+    opts: IngestOptions,
+    stats: dict[str, int],
+    progress: Callable[[int], object] | None = None,
 ) -> None:
     """Fill ids / line_tok / skip of every file, from the cache or by tokenizing in batches."""
     todo: list[tuple[TextFile, str]] = []
@@ -101,6 +107,8 @@ def load_texts(
                 {"ids": f.ids, "line_tok": f.line_tok},
                 {"skip": "", "note": f.note, "ends_nl": f.ends_nl},
             )
+        if progress is not None:
+            progress(len(batch))
 
 
 def line_tokens(
