@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strata.errors import BadRequest
+from strata.settings import Settings, get_settings
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -58,3 +59,17 @@ class IngestOptions:
             raise BadRequest("ingest option video_fps must be in (0, 60]")
         if self.pdf_min_text_chars < 0 or self.video_seek_gap_s < 0:
             raise BadRequest("ingest options must not be negative")
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **overrides: object) -> IngestOptions:
+        """Options with the service's STRATA_INGEST_* limits, then explicit overrides."""
+        s = settings or get_settings()
+        limits = {
+            "max_file_bytes": s.ingest_max_file_bytes,
+            "max_media_bytes": s.ingest_max_media_bytes,
+            "max_files": s.ingest_max_files,
+            "max_source_pixels": s.ingest_max_source_pixels,
+            "pdf_max_pages": s.ingest_pdf_max_pages,
+            "video_max_frames": s.ingest_video_max_frames,
+        }
+        return cls(**{**limits, **overrides})  # type: ignore[arg-type]

@@ -41,6 +41,14 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
 
+    # Ingest limits (defaults of ingest.IngestOptions.from_settings; the CLI flags override them)
+    ingest_max_file_bytes: int = Field(default=1 << 20, gt=0)  # text files above this are skipped
+    ingest_max_media_bytes: int = Field(default=512 << 20, gt=0)  # PDFs / images / videos above this
+    ingest_max_files: int = Field(default=200_000, gt=0)  # per directory source
+    ingest_max_source_pixels: int = Field(default=64_000_000, gt=0)  # decoded image size (bomb guard)
+    ingest_pdf_max_pages: int = Field(default=2_000, gt=0)
+    ingest_video_max_frames: int = Field(default=64, gt=0)
+
     # Jobs (Celery): redis_url set -> Redis broker and result backend; unset -> files under home/jobs
     jobs_lease_s: float = Field(default=60.0, gt=0)  # a document task silent this long is presumed dead
     jobs_sweep_s: float = Field(default=15.0, gt=0)  # how often a worker looks for dead document tasks

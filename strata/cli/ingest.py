@@ -42,7 +42,7 @@ def _options(args: argparse.Namespace):
     from ingest import IngestOptions
 
     extra = {} if args.max_file_bytes is None else {"max_file_bytes": args.max_file_bytes}
-    return IngestOptions(
+    return IngestOptions.from_settings(
         include_vendored=args.include_vendored,
         include_generated=args.include_generated,
         include_lockfiles=args.include_lockfiles,

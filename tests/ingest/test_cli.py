@@ -89,3 +89,17 @@ def test_ingest_max_file_bytes_flag(model_dir, capsys) -> None:
     ledger = {i["path"]: i for i in json.loads(capsys.readouterr().out)["ledger"]}
     assert ledger["repo/app.py"]["status"] == "dropped" and "too large" in ledger["repo/app.py"]["reason"]
     assert ledger["repo/README.md"]["status"] == "included"
+
+
+def test_settings_limits_reach_the_cli(model_dir, monkeypatch, capsys) -> None:
+    from strata.settings import get_settings
+
+    monkeypatch.setenv("STRATA_INGEST_MAX_FILE_BYTES", "300")
+    get_settings.cache_clear()
+    try:
+        rc = main(["ingest", str(SAMPLES / "repo"), "--model", str(model_dir), "--json", "--no-cache"])
+    finally:
+        get_settings.cache_clear()
+    assert rc == 0
+    ledger = {i["path"]: i for i in json.loads(capsys.readouterr().out)["ledger"]}
+    assert "too large" in ledger["repo/client/cart.js"]["reason"]
