@@ -176,7 +176,14 @@ async function openCitation(c) {
     if (type.startsWith("application/json")) {
       const body = await response.json();
       const pre = document.createElement("pre");
-      pre.textContent = body.lines.map((l, i) => `${String(body.first_line + i).padStart(5)}  ${l}`).join("\n");
+      const lo = c.line_start ?? 0, hi = c.line_end ?? c.line_start ?? 0;
+      body.lines.forEach((l, i) => {
+        const n = body.first_line + i;
+        const row = document.createElement("span");
+        row.className = n >= lo && n <= hi ? "cited" : "";
+        row.textContent = `${String(n).padStart(5)}  ${l}\n`;
+        pre.append(row);
+      });
       box.append(pre);
     } else {
       const img = document.createElement("img");
