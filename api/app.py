@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from api.deps import Services, material_budget
 from api.errors import install_error_handlers
 from api.metrics import Metrics
-from api.routes import documents, openai, system
+from api.routes import documents, jobs, openai, system
 from api.routes.system import STATIC
 from api.worker import EngineWorker
 from ingest import Target
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory =
     app.include_router(system.router)
     app.include_router(documents.router)
     app.include_router(openai.router)
+    app.include_router(jobs.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

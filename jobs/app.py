@@ -7,7 +7,6 @@ task acks late and is requeued when its worker process dies; see jobs.tasks for 
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +61,13 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
-@lru_cache(maxsize=4)
-def _app_for(redis_url: str | None, home: Path) -> Celery:
-    return make_app(get_settings())
+_APPS: dict[tuple[str | None, Path], Celery] = {}
 
 
-def get_app() -> Celery:
-    """The app for the current settings (one per broker configuration per process)."""
-    settings = get_settings()
-    return _app_for(settings.redis_url, settings.home)
+def get_app(settings: Settings | None = None) -> Celery:
+    """The app for these settings (default: the process's); one per broker configuration per process."""
+    settings = settings or get_settings()
+    key = (settings.redis_url, settings.home)
+    if key not in _APPS:
+        _APPS[key] = make_app(settings)
+    return _APPS[key]

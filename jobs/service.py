@@ -4,34 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
-
 from jobs.app import get_app
 from jobs.spec import JobSpec
 from jobs.store import JobStore
-from jobs.tasks import enqueue, job_store, task_id
+from jobs.tasks import enqueue, task_id
 from strata.errors import NotFound
-from strata.settings import get_settings
+from strata.settings import Settings, get_settings
+
+MAX_TASKS_SHOWN = 1_000  # a status lists at most this many document tasks (one backend read each)
 
 
-def submit(spec: JobSpec, app: Celery | None = None) -> str:
+def _store(settings: Settings | None) -> JobStore:
+    return JobStore((settings or get_settings()).home / "jobs")
+
+
+def submit(spec: JobSpec, settings: Settings | None = None) -> str:
     """Persist the job, then enqueue one task per document; returns the job id."""
-    app = app or get_app()
-    store = job_store()
-    _check_documents(spec)
+    app, store = get_app(settings), _store(settings)
+    _check_documents(spec, settings or get_settings())
     job_id = store.create(spec)
     for doc in range(len(spec.documents)):
         enqueue(app, job_id, doc)
     return job_id
 
 
-def _check_documents(spec: JobSpec) -> None:
+def _check_documents(spec: JobSpec, settings: Settings) -> None:
     """Refuse an unknown document id now rather than fail its items later."""
     ids = [ref.document_id for ref in spec.documents if ref.document_id is not None]
     if ids:
         from strata.documents import DocumentStore
 
-        docs = DocumentStore(get_settings().home / "uploads")
+        docs = DocumentStore(settings.home / "uploads")
         for doc_id in ids:
             docs.get(spec.tenant, doc_id)
 
@@ -43,35 +46,38 @@ def _owned(store: JobStore, job_id: str, tenant: str | None) -> JobSpec:
     return spec
 
 
-def status(job_id: str, tenant: str | None = None, app: Celery | None = None) -> dict[str, Any]:
+def status(job_id: str, tenant: str | None = None, settings: Settings | None = None,
+           tasks: bool = True) -> dict[str, Any]:
     """The job's state and progress (done/total from stored results), with each document task's state."""
-    store = job_store()
+    store = _store(settings)
     spec = _owned(store, job_id, tenant)
     body = store.status(job_id)
-    app = app or get_app()
-    tasks = []
-    for doc in range(len(spec.documents)):
+    if not tasks:
+        return body
+    app = get_app(settings)
+    shown = []
+    for doc in range(min(len(spec.documents), MAX_TASKS_SHOWN)):
         result = app.AsyncResult(task_id(job_id, doc))
         info = result.info if isinstance(result.info, dict) else {}
-        tasks.append({"document": doc, "source": spec.documents[doc].name, "state": result.state,
+        shown.append({"document": doc, "source": spec.documents[doc].name, "state": result.state,
                       "done": info.get("done"), "total": info.get("total")})
-    body["tasks"] = tasks
+    body["tasks"] = shown
     return body
 
 
-def results(job_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
+def results(job_id: str, tenant: str | None = None, settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every stored result of the job, in (document, question) order."""
-    store = job_store()
+    store = _store(settings)
     _owned(store, job_id, tenant)
     return store.items(job_id)
 
 
-def cancel(job_id: str, tenant: str | None = None, app: Celery | None = None) -> dict[str, Any]:
+def cancel(job_id: str, tenant: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
     """Stop the job: queued documents are revoked, running ones stop after their current question."""
-    store = job_store()
+    store = _store(settings)
     spec = _owned(store, job_id, tenant)
     store.cancel(job_id)
-    app = app or get_app()
+    app = get_app(settings)
     try:
         app.control.revoke([task_id(job_id, d) for d in range(len(spec.documents))])
     except Exception:  # best effort: the cancelled marker is what the tasks obey

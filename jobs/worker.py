@@ -7,14 +7,19 @@ document at a time, so N processes hold N copies of the model and split the mach
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from jobs.app import QUEUE, get_app
 from strata.errors import ConfigError
-from strata.settings import get_settings
+from strata.settings import Settings, get_settings
 
 
 def _use_model(model: Path | None) -> Path:
@@ -34,9 +39,11 @@ def worker_argv(concurrency: int, loglevel: str = "INFO", name: str | None = Non
 
 
 def run_worker(model: Path | None, concurrency: int | None = None, loglevel: str = "INFO",
-               name: str | None = None) -> None:
+               name: str | None = None, parent_pid: int | None = None) -> None:
     """Run a Celery worker in this process until it is stopped."""
     _use_model(model)
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     settings = get_settings()
     n = concurrency or settings.jobs_concurrency
     if not settings.threads:
@@ -47,11 +54,14 @@ def run_worker(model: Path | None, concurrency: int | None = None, loglevel: str
 
 
 def spawn_worker(model: Path | None = None, concurrency: int | None = None,
-                 env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+                 env: dict[str, str] | None = None, log: Path | None = None,
+                 parent_pid: int | None = None) -> subprocess.Popen[bytes]:
     """Start `strata worker` as a separate process (its own session, so it can be stopped whole)."""
     argv = [sys.executable, "-c", "from strata.cli import main; raise SystemExit(main())", "worker"]
     if model is not None:
         argv += ["--model", str(model)]
+    if parent_pid is not None:
+        argv += ["--parent-pid", str(parent_pid)]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
@@ -59,6 +69,42 @@ def spawn_worker(model: Path | None = None, concurrency: int | None = None,
                             start_new_session=True)
 
 
-def embedded_wanted() -> bool:
-    """`strata serve` starts its own worker when there is no Redis (no shared broker to serve)."""
-    return not get_settings().redis_url
+@contextmanager
+def embedded_worker(settings: Settings) -> Iterator[subprocess.Popen[bytes] | None]:
+    """For `strata serve`: without Redis, run one worker process beside the server while it runs.
+
+    The worker is a separate process (its own engine, its own session) that also exits when the
+    server dies without stopping it (--parent-pid).
+    """
+    if settings.redis_url or not settings.jobs_embedded or settings.model is None:
+        yield None
+        return
+    env = {"STRATA_HOME": str(settings.home), "STRATA_WEIGHTS": settings.weights}
+    log = settings.home / "jobs" / "embedded-worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc = spawn_worker(Path(settings.model), env=env, log=log, parent_pid=os.getpid())
+    try:
+        yield proc
+    finally:
+        stop_worker(proc)
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM (Celery's warm shutdown), then SIGKILL the whole group if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Warm-shut this worker down once `parent_pid` is no longer its parent."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="strata-parent-watch", daemon=True).start()

@@ -31,6 +31,9 @@ def serve_command(args: argparse.Namespace) -> int:
         raise ConfigError("no model: pass --model DIR or set STRATA_MODEL")
     check_auth_mode(settings, args.host)
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=5)
+    from jobs.worker import embedded_worker
+
+    with embedded_worker(settings):  # /v1/jobs without Redis: a worker process beside the server
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                    timeout_graceful_shutdown=5)
     return 0

@@ -16,11 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="worker processes (default: STRATA_JOBS_CONCURRENCY, 1)")
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--name", default=None, help="Celery node name (default: strata-<random>@<host>)")
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # exit with the server
     p.set_defaults(handler=worker_command)
 
 
 def worker_command(args: argparse.Namespace) -> int:
     from jobs.worker import run_worker
 
-    run_worker(args.model, args.concurrency, args.loglevel, args.name)
+    run_worker(args.model, args.concurrency, args.loglevel, args.name, args.parent_pid)
     return 0
