@@ -6,7 +6,9 @@ and `meta` (layout version, created, bytes, entries, evicted). The byte count li
 changes only inside write transactions, so every process sharing the store sees one total.
 
 Reads never take LMDB's writer lock: last-access updates are buffered per process and written by
-the next write transaction (or after _TOUCH_FLUSH reads), which is all LRU needs.
+the next write transaction (or after _TOUCH_FLUSH reads), which is all LRU needs. A page read
+again within lru_grain_s of its last recorded access is not touched again: LRU to the second
+is enough, and it keeps re-reads of hot pages free of write transactions.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ _ACCESS = struct.Struct("<QQ")  # last access ns, charged bytes
 _U64 = struct.Struct("<Q")
 _LOW_WATER = 0.9  # evict down to this share of capacity, so evictions come in batches
 _TOUCH_FLUSH = 1024
+_TOUCH_GRAIN_S = 1.0
 T = TypeVar("T")
 _COUNTERS = ("hits", "misses", "corrupt", "puts", "put_existing", "too_large", "full")
 
@@ -48,11 +51,13 @@ class LMDBStore:
         initial_map_bytes: int = 64 * MiB,
         max_readers: int = 126,
         sync: bool = True,
+        lru_grain_s: float = _TOUCH_GRAIN_S,
     ) -> None:
         if capacity_bytes <= 0:
             raise StoreError(f"LMDB capacity must be positive, got {capacity_bytes}")
         self.path = Path(path)
         self.capacity = int(capacity_bytes)
+        self._grain_ns = int(lru_grain_s * 1e9)
         # Slack over the capacity: B-tree pages, and freed overflow runs LMDB cannot yet reuse.
         max_map = self.capacity + max(self.capacity // 4, 16 * MiB)
         self._env = LMDBEnv(self.path, min(initial_map_bytes, max_map), max_map, max_readers, sync)
@@ -83,11 +88,20 @@ class LMDBStore:
             return [None] * len(keys)
         out: list[bytes | None] = []
         bad: list[bytes] = []
+        stale: list[bytes] = []  # hits whose recorded last access is older than the grain
+        now = time.time_ns()
         with self._env.read() as txn:
             for key, digest in zip(keys, digests, strict=True):
-                out.append(self._read(txn, key, record.KIND_PAGE, digest, bad))
-        self._after_reads(keys, out, bad)
+                value = self._read(txn, key, record.KIND_PAGE, digest, bad)
+                out.append(value)
+                if value is not None and self._access_ns(txn, key) < now - self._grain_ns:
+                    stale.append(key)
+        self._after_reads(out, bad, stale, now)
         return out
+
+    def _access_ns(self, txn: lmdb.Transaction, key: bytes) -> int:
+        access = txn.get(key, db=self._db["access"])
+        return _ACCESS.unpack(access)[0] if access is not None else 0
 
     def get_summary(self, key: bytes) -> bytes | None:
         """The summary record's payload, or None."""
@@ -123,15 +137,13 @@ class LMDBStore:
             bad.append(key)
             return None
 
-    def _after_reads(self, keys: Sequence[bytes], out: list[bytes | None], bad: list[bytes]) -> None:
-        now = time.time_ns()
+    def _after_reads(self, out: list[bytes | None], bad: list[bytes], stale: list[bytes], now: int) -> None:
+        hits = sum(1 for v in out if v is not None)
         with self._mutex:
-            for key, value in zip(keys, out, strict=True):
-                if value is None:
-                    self.counters["misses"] += 1
-                else:
-                    self.counters["hits"] += 1
-                    self._touched[key] = now
+            self.counters["hits"] += hits
+            self.counters["misses"] += len(out) - hits
+            for key in stale:
+                self._touched[key] = now
             self.counters["corrupt"] += len(bad)
             flush = len(self._touched) >= _TOUCH_FLUSH
         if bad or flush:

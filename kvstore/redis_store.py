@@ -1,7 +1,7 @@
 """Pages shared between machines through Redis, with the same records and checks as LMDB.
 
 Keys: `<ns>:page:<hex>` and `<ns>:sum:<hex>` hold records (kvstore.record); `<ns>:lru` is a
-sorted set hex -> last access ms, `<ns>:size` a hash hex -> charged bytes and `<ns>:bytes` their
+sorted set hex -> last access in microseconds, `<ns>:size` a hash hex -> charged bytes and `<ns>:bytes` their
 total. Puts, drops and evictions run as Lua scripts so the accounting stays consistent when many
 machines write at once. Scripts build key names from the namespace, so this targets one Redis
 node, not Redis Cluster.
@@ -126,7 +126,7 @@ class RedisStore:
         for key, digest in zip(keys, digests, strict=True):
             check_key(key)
             record.check_digest(digest)
-        now = _now_ms()
+        now = _now_us()
         with self._errors():
             pipe = self._r.pipeline(transaction=False)
             for key in keys:
@@ -180,7 +180,7 @@ class RedisStore:
 
     def put_many(self, items: Sequence[PageItem]) -> list[bool]:
         """Store pages in one pipelined round trip."""
-        now = _now_ms()
+        now = _now_us()
         stored = []
         with self._errors():
             pipe = self._r.pipeline(transaction=False)
@@ -328,5 +328,6 @@ def _is_key_hex(text: str) -> bool:
     return True
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+def _now_us() -> int:
+    # Microseconds stay exact in a sorted-set score (a double) until the year 2255.
+    return time.time_ns() // 1_000

@@ -89,7 +89,7 @@ def test_bad_arguments_are_refused_with_a_reason(tmp_path: Path) -> None:
 def test_capacity_evicts_least_recently_used(tmp_path: Path) -> None:
     pages = [page(i, size=60 * 1024) for i in range(25)]
     one = len(pages[0][2])
-    store = LMDBStore(tmp_path, 20 * one)  # room for about 19 pages
+    store = LMDBStore(tmp_path, 20 * one, lru_grain_s=0)  # room for about 19 pages
     for p in pages[:15]:
         assert store.put(*p)
     assert store.get(pages[0][0], pages[0][1]) == pages[0][2]  # page 0 is now recent
@@ -258,4 +258,18 @@ def test_any_contiguous_buffer_is_stored_byte_for_byte(tmp_path: Path) -> None:
     assert store.get(key, digest) == values.tobytes() and store.get_summary(key) == summary
     with pytest.raises(BadRequest, match="contiguous"):
         store.put(page(2)[0], digest, memoryview(values)[::2], summary)
+    store.close()
+
+
+def test_rereads_within_the_grain_do_not_write(tmp_path: Path) -> None:
+    store = LMDBStore(tmp_path, 8 * MiB, lru_grain_s=60)
+    key, digest, payload, summary = page(1)
+    store.put(key, digest, payload, summary)
+    for _ in range(5):
+        assert store.get(key, digest) == payload
+    assert not store._touched  # just written: no access time to update
+    store.close()
+    store = LMDBStore(tmp_path, 8 * MiB, lru_grain_s=0)
+    assert store.get(key, digest) == payload
+    assert key in store._touched
     store.close()

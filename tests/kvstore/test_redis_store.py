@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -73,6 +74,7 @@ def test_max_bytes_evicts_least_recently_used(redis_url: str, namespace: str) ->
     budget = 12 * (len(items[0][2]) + 400)
     store = RedisStore(redis_url, max_bytes=budget, namespace=namespace)
     store.put_many(items[:8])
+    time.sleep(0.002)  # a later access time than the puts, even on a coarse clock
     assert store.get(items[0][0], items[0][1]) == items[0][2]  # recent now
     for p in items[8:16]:
         store.put(*p)
