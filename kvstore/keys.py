@@ -27,6 +27,7 @@ DIGEST_BYTES = 16
 # Distinct BLAKE2b personalisations keep root keys and page keys in separate domains.
 _ROOT_PERSON = b"strata-kv-root"
 _PAGE_PERSON = b"strata-kv-page"
+_PAGE_HASHER = blake2b(digest_size=KEY_BYTES, person=_PAGE_PERSON)
 _MAX_TOKEN_ID = (1 << 32) - 1
 
 MediaSpan = tuple[int, int, bytes]
@@ -95,18 +96,22 @@ def chain_pages(
     """(keys, tokens digests) of every full page from one conversion: what a lookup needs."""
     _check_key(root, "root")
     _check_page_size(page_size)
-    data = memoryview(token_bytes(token_ids))
+    data = token_bytes(token_ids)
     step = 4 * page_size
     n_pages = len(data) // step
     per_page = _media_per_page(media, page_size, n_pages)
     keys: list[bytes] = []
     digests: list[bytes] = []
-    parent = root
+    # The hot loop of a prompt lookup: _page_key inlined, names bound locally (~2x faster).
+    parent, length = root, struct.pack("<I", step)
+    new_hasher, join, digest_of = _PAGE_HASHER.copy, b"".join, xxhash.xxh3_128_digest
     for i in range(n_pages):
         tokens = data[i * step : (i + 1) * step]
-        parent = _page_key(parent, tokens, per_page.get(i, b""))
+        h = new_hasher()
+        h.update(join((parent, length, tokens, per_page.get(i, b""))))
+        parent = h.digest()
         keys.append(parent)
-        digests.append(xxhash.xxh3_128_digest(tokens))
+        digests.append(digest_of(tokens))
     return keys, digests
 
 
@@ -135,10 +140,10 @@ def _ndarray_bytes(ids: np.ndarray) -> bytes:
 
 
 def _page_key(parent: bytes, tokens: bytes | memoryview, media_blob: bytes) -> bytes:
-    h = blake2b(parent, digest_size=KEY_BYTES, person=_PAGE_PERSON)
-    h.update(struct.pack("<I", len(tokens)))
-    h.update(tokens)
-    h.update(media_blob)
+    # Copying a pre-personalised hasher is about twice as fast as building one per page, and
+    # one update of the joined bytes hashes exactly what separate updates would.
+    h = _PAGE_HASHER.copy()
+    h.update(b"".join((parent, struct.pack("<I", len(tokens)), tokens, media_blob)))
     return h.digest()
 
 
