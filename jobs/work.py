@@ -83,6 +83,11 @@ def _error(exc: BaseException, final: bool) -> dict[str, Any]:
     return {"error": {"type": "transient_error", "message": f"{type(exc).__name__}: {exc}{note}"}}
 
 
+def _fail(store: JobStore, job_id: str, spec: JobSpec, doc: int, pending: list[int],
+          error: dict[str, Any]) -> int:
+    return sum(store.put_item(job_id, doc, q, _record(spec, doc, q, error)) for q in pending)
+
+
 def answer_document(store: JobStore, job_id: str, doc: int, final: bool, progress: Progress) -> int:
     """Answer every question of `doc` not yet answered; returns how many results this call wrote.
 
@@ -99,13 +104,18 @@ def answer_document(store: JobStore, job_id: str, doc: int, final: bool, progres
         return 0
     try:
         model = worker_model()
+    except Exception as exc:  # the worker's fault, never the input's: retried until the last attempt
+        if not final:
+            raise Transient(f"the worker could not load its model: {exc}") from exc
+        error = {"error": {"type": "model_unavailable", "message": f"the worker could not load its model "
+                           f"(after the last retry): {getattr(exc, 'message', None) or exc}"}}
+        return _fail(store, job_id, spec, doc, pending, error)
+    try:
         prompt = document_prompt(spec, spec.documents[doc], model)
     except Exception as exc:
         if not (is_permanent(exc) or final):
             raise Transient(str(exc)) from exc
-        for q in pending:
-            written += store.put_item(job_id, doc, q, _record(spec, doc, q, _error(exc, final)))
-        return written
+        return _fail(store, job_id, spec, doc, pending, _error(exc, final))
     params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
     for q in pending:
         if store.cancelled(job_id):

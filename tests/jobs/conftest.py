@@ -86,9 +86,10 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return out
 
 
-def make_cluster(tmp: Path, model: Path, redis_url: str | None) -> Iterator[Cluster]:
+def make_cluster(tmp: Path, model: Path, redis_url: str | None, **extra: str) -> Iterator[Cluster]:
     env = {"STRATA_HOME": str(tmp / "home"), "STRATA_JOBS_LEASE_S": "3", "STRATA_JOBS_SWEEP_S": "0.5",
-           "STRATA_JOBS_RETRY_BACKOFF_S": "0.2", "STRATA_JOBS_POLL_S": "0.05", "STRATA_THREADS": "1"}
+           "STRATA_JOBS_RETRY_BACKOFF_S": "0.2", "STRATA_JOBS_POLL_S": "0.05", "STRATA_THREADS": "1",
+           **extra}
     if redis_url:
         env["STRATA_REDIS_URL"] = redis_url
     cluster = Cluster(tmp / "home", model, env)

@@ -67,15 +67,17 @@ def test_questions_over_one_document_reuse_its_prefix(cluster: Cluster, tmp_path
 def test_poison_document_fails_its_own_items_only(cluster: Cluster, sources: list[Path],
                                                   tmp_path: Path) -> None:
     missing = tmp_path / "no-such-file.py"
-    spec = make_spec([str(missing), str(sources[0])], None, ["What?", "Why?"], max_new_tokens=4)
+    too_long = "Is " + "this and " * 3000 + "that?"  # longer than the whole context
+    spec = make_spec([str(missing), str(sources[0])], None, ["What?", too_long, "Why?"], max_new_tokens=4)
     job_id = submit(spec)
     body = cluster.wait_done(job_id)
-    assert (body["state"], body["done"], body["failed"]) == ("done", 4, 2)
+    assert (body["state"], body["done"], body["failed"]) == ("done", 6, 4)
     items = results(job_id)
-    for item in items[:2]:
+    for item in items[:3]:
         assert item["error"]["type"] == "ingest_error" and "no-such-file.py" in item["error"]["message"]
         assert "answer" not in item
-    for item in items[2:]:
+    assert items[4]["error"]["type"] == "context_length_exceeded"
+    for item in (items[3], items[5]):
         assert "error" not in item and item["answer"]
 
 
