@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ingest.cache import ExtractCache
 from ingest.collect import Collector
 from ingest.items import Item
@@ -59,8 +61,12 @@ def build_prompt(
         choice = plan(items, budget - len(prompt.token_ids))  # may parse (and cache) outlines
     finally:
         cache.flush()
+    chunks: list = [prompt.token_ids]
+    offset = len(prompt.token_ids)
     for item, level in zip(items, choice, strict=True):
-        _append(prompt, item, level)
+        offset = _append(prompt, chunks, offset, item, level)
+    # One join at the end: a million tokens as numpy chunks, not a million list appends.
+    prompt.token_ids = np.concatenate([np.asarray(c, dtype=np.int64) for c in chunks]).tolist()
     prompt.ledger.extend(collector.ledger)
     if cache.disabled_reason:
         prompt.warnings.append(cache.disabled_reason)
@@ -69,19 +75,20 @@ def build_prompt(
     return prompt
 
 
-def _append(prompt: Prompt, item: Item, level_index: int | None) -> None:
+def _append(prompt: Prompt, chunks: list, offset: int, item: Item, level_index: int | None) -> int:
+    """Place one item's chosen level at `offset`; returns the offset after it."""
     if level_index is None:
         prompt.ledger.append(LedgerItem(item.path, item.kind, DROPPED, 0, "budget exhausted: not even its path fits"))
-        return
+        return offset
     level = item.levels[level_index]
     piece = level.piece()
-    base = len(prompt.token_ids)
-    prompt.token_ids.extend(piece.ids)
+    chunks.extend(piece.chunks)
     for span in piece.spans:
-        span.start += base
-        span.end += base
-        prompt.source_map.append(span)
+        span.start += offset
+        span.end += offset
+    prompt.source_map.extend(piece.spans)
     for media in piece.media:
-        media.start += base
-        prompt.media.append(media)
-    prompt.ledger.append(LedgerItem(item.path, item.kind, level.status, len(piece.ids), level.reason))
+        media.start += offset
+    prompt.media.extend(piece.media)
+    prompt.ledger.append(LedgerItem(item.path, item.kind, level.status, piece.length, level.reason))
+    return offset + piece.length

@@ -6,8 +6,8 @@ go to the image decoder, which reports them as broken rather than silently skipp
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import PurePosixPath
 
 from ingest.options import IngestOptions
 
@@ -90,7 +90,7 @@ _CONTROL = bytes(range(0, 9)) + bytes([11, 14, 15, 16, 17, 18, 19, 20, 21, 22, 2
 
 def media_kind(path: str, head: bytes) -> str | None:
     """'pdf' | 'image' | 'video' by extension or magic bytes, else None."""
-    suffix = PurePosixPath(path).suffix.lower()
+    suffix = os.path.splitext(path)[1].lower()
     if suffix in PDF_EXT or head.startswith(b"%PDF-"):
         return "pdf"
     if suffix in IMAGE_EXT or _image_magic(head):
@@ -128,8 +128,8 @@ def is_binary(head: bytes) -> bool:
 
 def path_skip_reason(rel: str, opts: IngestOptions) -> str | None:
     """Why a path is skipped by default (vendored dir, lockfile, generated name), or None."""
-    parts = PurePosixPath(rel).parts
-    name = parts[-1] if parts else rel
+    parts = rel.split("/")
+    name = parts[-1]
     if not opts.include_vendored and any(p in VENDORED_DIRS for p in parts[:-1]):
         return "vendored directory (use --include-vendored)"
     if not opts.include_generated and any(p in GENERATED_DIRS for p in parts[:-1]):

@@ -18,11 +18,25 @@ from ingest.target import Target
 
 @dataclass(slots=True)
 class Piece:
-    """Token ids plus spans, all offsets relative to the piece start."""
+    """Token ids (as chunks, joined once for the whole prompt) plus spans and media, all
+    offsets relative to the piece start."""
 
-    ids: list[int] = field(default_factory=list)
+    chunks: list[np.ndarray | list[int]] = field(default_factory=list)
+    length: int = 0
     spans: list[SourceSpan] = field(default_factory=list)
     media: list[MediaSpan] = field(default_factory=list)
+
+    def add(self, ids: np.ndarray | list[int]) -> int:
+        """Append a chunk; returns its start offset."""
+        start = self.length
+        self.chunks.append(ids)
+        self.length += len(ids)
+        return start
+
+    @property
+    def ids(self) -> list[int]:
+        """All token ids as one list (tests and small pieces; the prompt joins chunks itself)."""
+        return [int(i) for chunk in self.chunks for i in chunk]
 
 
 @dataclass(slots=True)
@@ -43,7 +57,7 @@ class Level:
     @property
     def tokens(self) -> int:
         if self.known_tokens is None:
-            self.known_tokens = len(self.piece().ids)
+            self.known_tokens = self.piece().length
         return self.known_tokens
 
 
@@ -72,16 +86,14 @@ class PieceBuilder:
         self.ids(self.target.encode(text), kind, path, **where)
 
     def ids(self, ids: list[int] | np.ndarray, kind: str, path: str, **where: object) -> None:
-        ids = ids.tolist() if isinstance(ids, np.ndarray) else ids
-        if not ids:
+        if not len(ids):
             return
-        start = len(self.piece.ids)
-        self.piece.ids.extend(ids)
+        start = self.piece.add(ids)
         self.piece.spans.append(SourceSpan(start, start + len(ids), kind, path, **where))
 
     def special(self, token_id: int | None) -> None:
         if token_id is not None:
-            self.piece.ids.append(token_id)
+            self.piece.add([token_id])
 
     def lines(
         self,
@@ -94,8 +106,7 @@ class PieceBuilder:
     ) -> None:
         """Tokens of text lines, one span per run of lines starting in the same `min_tokens`
         bucket: citations stay a few lines wide while the map stays small (vectorised)."""
-        base = len(self.piece.ids)
-        self.piece.ids.extend(ids.tolist())
+        base = self.piece.add(ids)
         n_lines = len(line_tok) - 1
         if n_lines <= 0:
             return
@@ -121,14 +132,13 @@ class PieceBuilder:
         p = t.patch_size
         grid = (pixels.shape[0] // p, pixels.shape[1] // p)
         patches = patchify(pixels, p)
-        start = len(self.piece.ids)
         run = [t.image_start_token_id]
         row = [t.image_patch_token_id] * grid[1] + [t.image_row_token_id]
         for _ in range(grid[0]):
             run.extend(row)
         run.append(t.image_end_token_id)
         assert len(run) == run_length(grid)
-        self.piece.ids.extend(run)
+        start = self.piece.add(run)
         self.piece.media.append(MediaSpan(start, len(run), patches, grid, media_hash(patches, grid), kind))
         self.piece.spans.append(SourceSpan(start, start + len(run), _SPAN_KIND.get(kind, kind), path, **where))
 

@@ -8,8 +8,6 @@ paths only, never on content, so editing a file moves nothing.
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 LEGAL, CONFIG, DOCS, SOURCE, TESTS, MEDIA, TREE = range(7)
 
 _LEGAL_NAMES = (
@@ -58,17 +56,17 @@ def stability_class(rel: str, media: bool = False) -> int:
     """0 (rarely changes) .. 5 (media); see the module docstring."""
     if media:
         return MEDIA
-    p = PurePosixPath(rel)
-    name = p.name.lower()
+    parts = rel.split("/")  # plain string work: this runs once per file of a large repository
+    name = parts[-1].lower()
     stem = name.split(".")[0]
     if stem in _LEGAL_NAMES:
         return LEGAL
-    if name in _CONFIG_NAMES or (len(p.parts) <= 2 and name.endswith(_CONFIG_SUFFIXES)) or ".github" in p.parts:
+    if name in _CONFIG_NAMES or (len(parts) <= 2 and name.endswith(_CONFIG_SUFFIXES)) or ".github" in parts:
         return CONFIG
-    if name.endswith(_DOC_SUFFIXES) or (p.parts and p.parts[0].lower() in ("docs", "doc")):
+    if name.endswith(_DOC_SUFFIXES) or (parts[0].lower() in ("docs", "doc")):
         return DOCS
     if (
-        any(part.lower() in _TEST_DIRS for part in p.parts[:-1])
+        any(part.lower() in _TEST_DIRS for part in parts[:-1])
         or stem.startswith("test_")
         or stem.endswith(("_test", "_spec"))
         or ".test." in name

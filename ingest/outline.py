@@ -7,8 +7,8 @@ shrinks to its API surface. Grammars come from the per-language wheels, which wo
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import tree_sitter as ts
 
@@ -144,7 +144,7 @@ class OutlineLine:
 
 def language_for(path: str) -> str | None:
     """The tree-sitter language of a path, by extension, or None."""
-    return EXTENSIONS.get(PurePosixPath(path).suffix.lower())
+    return EXTENSIONS.get(os.path.splitext(path)[1].lower())
 
 
 def _parser(language: str) -> ts.Parser:
