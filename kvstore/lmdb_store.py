@@ -105,15 +105,20 @@ class LMDBStore:
 
     def get_summary(self, key: bytes) -> bytes | None:
         """The summary record's payload, or None."""
-        check_key(key)
+        return self.get_summaries([key])[0]
+
+    def get_summaries(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """get_summary() for many keys in one read transaction."""
+        for key in keys:
+            check_key(key)
         if self.problem:
-            return None
+            return [None] * len(keys)
         bad: list[bytes] = []
         with self._env.read() as txn:
-            value = self._read(txn, key, record.KIND_SUMMARY, None, bad)
+            values = [self._read(txn, key, record.KIND_SUMMARY, None, bad) for key in keys]
         if bad:
             self._drop(bad)
-        return value
+        return values
 
     def contains(self, key: bytes) -> bool:
         """Whether a page is stored under key (not checked: get() does that)."""

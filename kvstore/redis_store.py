@@ -146,14 +146,21 @@ class RedisStore:
 
     def get_summary(self, key: bytes) -> bytes | None:
         """The page summary, or None."""
-        check_key(key)
+        return self.get_summaries([key])[0]
+
+    def get_summaries(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """get_summary() for many keys in one round trip (MGET)."""
+        for key in keys:
+            check_key(key)
+        if not keys:
+            return []
         with self._errors():
-            raw = cast(bytes | None, self._r.get(self._sum + key.hex()))
+            raws = cast(list[bytes | None], self._r.mget([self._sum + key.hex() for key in keys]))
         bad: list[bytes] = []
-        value = self._check(key, raw, record.KIND_SUMMARY, None, bad)
+        values = [self._check(k, raw, record.KIND_SUMMARY, None, bad) for k, raw in zip(keys, raws, strict=True)]
         if bad:
             self._drop(bad)
-        return value
+        return values
 
     def _check(self, key: bytes, raw: bytes | None, kind: int, digest: bytes | None, bad: list[bytes]) -> bytes | None:
         if raw is None:

@@ -26,6 +26,10 @@ class PageStore(Protocol):
         """The page summary stored under `key`, or None."""
         ...
 
+    def get_summaries(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """get_summary() for many keys at once (one transaction / round trip)."""
+        ...
+
     def contains(self, key: bytes) -> bool:
         """Whether a page is stored under `key` (without reading or checking it)."""
         ...

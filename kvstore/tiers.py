@@ -87,13 +87,30 @@ class TieredStore:
 
     def get_summary(self, key: bytes) -> bytes | None:
         """The summary from the fastest tier that has it; kept in host RAM afterwards."""
-        check_key(key)
-        summary = self.host.get_summary(key)
-        if summary is None:
-            summary = self._persistent_summary(key, "redis")
-            if summary is not None:
-                self.host.put(key, None, None, summary)
-        return summary
+        return self.get_summaries([key])[0]
+
+    def get_summaries(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """get_summary() for many keys: one host pass, one LMDB transaction, one Redis round trip."""
+        for key in keys:
+            check_key(key)
+        out = [self.host.get_summary(key) for key in keys]
+        for tier in ("lmdb", "redis"):
+            missing = [i for i, v in enumerate(out) if v is None]
+            store = self.lmdb if tier == "lmdb" else self.redis
+            if not missing or store is None:
+                continue
+            try:
+                found = store.get_summaries([keys[i] for i in missing])
+            except StoreError as exc:
+                if tier == "lmdb":
+                    raise
+                self._redis_failed(exc)
+                break
+            for i, summary in zip(missing, found, strict=True):
+                if summary is not None:
+                    out[i] = summary
+                    self.host.put(keys[i], None, None, summary)
+        return out
 
     def _persistent_summary(self, key: bytes, deepest: str) -> bytes | None:
         summary = self.lmdb.get_summary(key) if self.lmdb else None

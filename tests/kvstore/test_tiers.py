@@ -139,3 +139,21 @@ def test_host_tier_checks_the_digest_and_completes_entries() -> None:
     assert host.get(key, page(2)[1]) is None  # another page's tokens: a miss
     assert not host.put(page(3)[0], digest, b"x" * (2 * MiB), b"")  # larger than the budget
     assert host.stats()["entries"] == 1
+
+
+def test_summaries_in_one_call_across_tiers(tmp_path: Path, redis_url: str) -> None:
+    ns = f"test:{uuid.uuid4().hex[:8]}"
+    tiered = TieredStore(1 * MiB, LMDBStore(tmp_path, 8 * MiB), RedisStore(redis_url, namespace=ns))
+    items = [page(i) for i in range(6)]
+    for p in items:
+        tiered.put(*p)
+    assert tiered.flush(timeout=10)
+    tiered.host.clear()
+    for p in items[3:]:
+        tiered.lmdb._drop([p[0]])  # pages 3..5 only in Redis now
+    keys = [p[0] for p in items] + [page(99)[0]]
+    assert tiered.get_summaries(keys) == [p[3] for p in items] + [None]
+    assert all(tiered.host.get_summary(p[0]) == p[3] for p in items)  # now resident in RAM
+    assert tiered.redis.get_summaries([items[4][0], page(98)[0]]) == [items[4][3], None]
+    tiered.clear()
+    tiered.close()
