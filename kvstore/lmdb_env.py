@@ -39,17 +39,23 @@ class _SharedLock:
         self._cond = threading.Condition()
         self._shared = 0
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
+    def acquire_shared(self) -> None:
         with self._cond:
             self._shared += 1
+
+    def release_shared(self) -> None:
+        with self._cond:
+            self._shared -= 1
+            if not self._shared:
+                self._cond.notify_all()
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        self.acquire_shared()
         try:
             yield
         finally:
-            with self._cond:
-                self._shared -= 1
-                if not self._shared:
-                    self._cond.notify_all()
+            self.release_shared()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -145,21 +151,23 @@ class LMDBEnv:
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])
 
-    @contextmanager
-    def read(self) -> Iterator[lmdb.Transaction]:
+    def read(self) -> _Reader:
         """A read transaction whose values are zero-copy buffers, valid only inside the block."""
+        return _Reader(self)
+
+    def _begin_read(self) -> lmdb.Transaction:
+        """Begin a read transaction holding the shared lock (released by _Reader.__exit__)."""
         self._after_fork()
         for _ in range(_RETRIES):
-            with self._lock.shared():
+            self._lock.acquire_shared()
+            txn = None
+            try:
                 txn = self._begin(write=False)
-                if txn is not None:
-                    try:
-                        yield txn
-                    except lmdb.Error as exc:
-                        raise StoreError(f"KV store at {self.path} is unreadable ({exc}); {_WAY_OUT}") from None
-                    finally:
-                        txn.abort()
-                    return
+            finally:
+                if txn is None:
+                    self._lock.release_shared()
+            if txn is not None:
+                return txn
             self._adopt_size()
         raise StoreError(f"KV store at {self.path}: map kept changing size")
 
@@ -232,6 +240,27 @@ class LMDBEnv:
                 del _REGISTRY[name]
         with shared.lock.exclusive():
             shared.env.close()
+
+
+class _Reader:
+    """The context of LMDBEnv.read(): a plain class, as reads are the hot path."""
+
+    __slots__ = ("env", "txn")
+
+    def __init__(self, env: LMDBEnv) -> None:
+        self.env = env
+
+    def __enter__(self) -> lmdb.Transaction:
+        self.txn = self.env._begin_read()
+        return self.txn
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            self.txn.abort()
+        finally:
+            self.env._lock.release_shared()
+        if isinstance(exc, lmdb.Error):
+            raise StoreError(f"KV store at {self.env.path} is unreadable ({exc}); {_WAY_OUT}") from None
 
 
 def destroy(path: Path) -> list[str]:
