@@ -115,7 +115,7 @@ def test_oversized_chunked_upload_stops_at_the_limit(server: Server) -> None:
     boundary = "strataboundary"
 
     def body() -> Iterator[bytes]:
-        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.txt\"\r\n"
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"chunked-huge.txt\"\r\n"
                "Content-Type: text/plain\r\n\r\n").encode()
         for _ in range(400):  # 400 x 64 KiB = 25 MiB, far past the 2 MB limit
             yield b"a" * 65536
@@ -127,7 +127,7 @@ def test_oversized_chunked_upload_stops_at_the_limit(server: Server) -> None:
         assert r.status_code == 413 and "max_upload_bytes" in r.json()["error"]["message"]
         assert "content-length" not in r.request.headers
         assert http.get("/healthz").status_code == 200
-    assert not [p for p in (server.home / "uploads").rglob("big.txt")]
+    assert not [p for p in (server.home / "uploads").rglob("chunked-huge.txt")]
 
 
 def test_not_multipart_is_415(server: Server) -> None:
