@@ -140,6 +140,7 @@ class LMDBEnv:
                 sync=self._sync,
                 metasync=False,
             )
+            _check_not_truncated(env, self.path)
             dbs = {name: env.open_db(name.encode()) for name in DB_NAMES}
             # Reader slots of killed processes pin old pages; free them before they grow the file.
             env.reader_check()
@@ -240,6 +241,15 @@ class LMDBEnv:
                 del _REGISTRY[name]
         with shared.lock.exclusive():
             shared.env.close()
+
+
+def _check_not_truncated(env: lmdb.Environment, path: Path) -> None:
+    """Refuse a data file shorter than its own last page: touching that page would be SIGBUS."""
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    have = file_bytes(path)
+    if have < need:
+        env.close()
+        raise StoreError(f"KV store at {path} is truncated ({have} bytes, its pages need {need}); {_WAY_OUT}")
 
 
 class _Reader:

@@ -273,3 +273,15 @@ def test_rereads_within_the_grain_do_not_write(tmp_path: Path) -> None:
     assert store.get(key, digest) == payload
     assert key in store._touched
     store.close()
+
+
+def test_truncated_store_is_refused_not_a_bus_error(tmp_path: Path) -> None:
+    store = LMDBStore(tmp_path, 16 * MiB)
+    store.put_many([page(i) for i in range(100)])
+    store.close()
+    data = tmp_path / "data.mdb"
+    size = data.stat().st_size
+    with data.open("r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(StoreError, match="truncated.*strata cache verify --repair"):
+        LMDBStore(tmp_path, 16 * MiB)
