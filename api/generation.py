@@ -7,13 +7,13 @@ become proper HTTP errors, not a broken stream), then text deltas, then the fina
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import suppress
 from typing import Any
 
 from api.deps import Services
 from api.schemas import AskBody, ChatBody
-from api.worker import Job
+from api.worker import Job, close_quietly
 from runtime import Completion, Engine, SamplingParams
 from strata.ask import AskResult, ask_stream
 from strata.chat import chat_ids
@@ -50,7 +50,7 @@ def ask_job(services: Services, tenant: str, doc_id: str, body: AskBody) -> Job:
         try:
             yield from deltas
         finally:
-            deltas.close()
+            close_quietly(deltas)
         yield stream.result
 
     return job
@@ -79,13 +79,13 @@ def chat_job(services: Services, tenant: str, body: ChatBody) -> Job:
                 if event.text:
                     yield event.text
         finally:
-            events.close()
+            close_quietly(events)
         yield generation.result
 
     return job
 
 
-async def start(services: Services, job: Job) -> AsyncIterator[Any]:
+async def start(services: Services, job: Job) -> AsyncGenerator[Any, None]:
     """Queue `job` and wait until it has started; raises (429, 4xx) before any byte is sent."""
     events = services.worker.events(job)
     try:

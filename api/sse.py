@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from api.deps import Services
@@ -28,7 +28,7 @@ def _error_event(exc: Exception) -> dict[str, Any]:
     return {"error": {"type": "internal_error", "message": "internal server error"}}
 
 
-async def ask_events(services: Services, events: AsyncIterator[Any]) -> AsyncIterator[str]:
+async def ask_events(services: Services, events: AsyncGenerator[Any, None]) -> AsyncIterator[str]:
     """{"type": "delta", "text"} per delta, then {"type": "done", answer, citations, usage, timings}."""
     try:
         async for item in events:
@@ -40,7 +40,7 @@ async def ask_events(services: Services, events: AsyncIterator[Any]) -> AsyncIte
     except Exception as exc:  # the status line is gone: the error travels as the last event
         yield sse({"type": "error", **_error_event(exc)})
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
 
 
 class ChatIds:
@@ -72,7 +72,7 @@ def _chunk(ids: ChatIds, delta: dict[str, Any], finish: str | None, with_usage: 
     return out
 
 
-async def chat_events(services: Services, events: AsyncIterator[Any], ids: ChatIds,
+async def chat_events(services: Services, events: AsyncGenerator[Any, None], ids: ChatIds,
                       include_usage: bool) -> AsyncIterator[str]:
     """OpenAI chat.completion.chunk events, the usage chunk when asked for, then [DONE]."""
     try:
@@ -89,5 +89,5 @@ async def chat_events(services: Services, events: AsyncIterator[Any], ids: ChatI
     except Exception as exc:
         yield sse(_error_event(exc))
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
     yield "data: [DONE]\n\n"

@@ -6,7 +6,7 @@ chunk and reading stops as soon as it passes the limit (413), before anything is
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import BinaryIO
 
 from fastapi import Request
@@ -19,7 +19,7 @@ MULTIPART_OVERHEAD = 64 << 10  # boundaries and part headers on top of the files
 MAX_PARTS = 1_000
 
 
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     total = 0
     async for chunk in request.stream():
         total += len(chunk)

@@ -13,7 +13,7 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,13 @@ class Ticket:
     def check(self) -> None:
         if time.monotonic() > self.deadline:
             raise RequestTimeout("the request ran past its time limit (request_timeout_s)")
+
+
+def close_quietly(iterator: object) -> None:
+    """Close a generator (releasing what its finally blocks hold); plain iterators have nothing to close."""
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
 
 
 class EngineWorker:
@@ -65,7 +72,7 @@ class EngineWorker:
             self._admitted += 1
         return Ticket(time.monotonic() + self.timeout_s)
 
-    async def events(self, job: Job) -> AsyncIterator[Any]:
+    async def events(self, job: Job) -> AsyncGenerator[Any, None]:
         """Admit, queue and run `job`; its events as they are produced (exceptions re-raised here)."""
         ticket = self.admit()
         loop = asyncio.get_running_loop()
@@ -112,9 +119,7 @@ class EngineWorker:
                         return
                     ticket.check()
             finally:
-                close = getattr(events, "close", None)
-                if close is not None:
-                    close()
+                close_quietly(events)
         except BaseException as exc:  # delivered to the waiting request, never lost
             put(exc)
         finally:

@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO
 
 from strata.errors import BadRequest, PayloadTooLarge
 
@@ -170,7 +170,7 @@ def _target(dest: Path, rel: PurePosixPath) -> Path:
     return path
 
 
-def _write(src: BinaryIO, path: Path, budget: Budget) -> None:
+def _write(src: IO[bytes], path: Path, budget: Budget) -> None:
     """Copy with the byte budget checked per chunk: a lying header cannot get past it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
     with os.fdopen(fd, "wb") as out:
@@ -179,7 +179,7 @@ def _write(src: BinaryIO, path: Path, budget: Budget) -> None:
             out.write(block)
 
 
-def copy_limited(src: BinaryIO, path: Path, limit: int) -> int:
+def copy_limited(src: IO[bytes], path: Path, limit: int) -> int:
     """Copy an upload to `path`, stopping with PayloadTooLarge as soon as it passes `limit` bytes."""
     total = 0
     with open(path, "xb") as out:

@@ -84,8 +84,11 @@ def video_frame_png(path: Path, time_s: float) -> bytes:
             if not container.streams.video:
                 raise BadRequest("no video stream")
             stream = container.streams.video[0]
-            start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-            container.seek(int((start + max(time_s, 0.0)) / stream.time_base), stream=stream, backward=True)
+            base = stream.time_base
+            if base is None:
+                raise BadRequest("the video stream has no time base")
+            start = float(stream.start_time * base) if stream.start_time else 0.0
+            container.seek(int((start + max(time_s, 0.0)) / base), stream=stream, backward=True)
             for frame in container.decode(stream):
                 if frame.time is None or frame.time >= start + time_s - 1e-3:
                     image = frame.to_image()

@@ -89,7 +89,7 @@ async def ask(doc_id: str, body: AskBody, services: ServicesDep,
             if isinstance(item, AskResult):
                 result = item
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
     assert result is not None
     record(services, result)
     return result.to_dict()

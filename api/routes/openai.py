@@ -41,7 +41,7 @@ async def chat_completions(body: ChatBody, services: ServicesDep,
             if isinstance(item, Completion):
                 done = item
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
     assert done is not None
     record(services, done)
     return completion_body(ids, done)
