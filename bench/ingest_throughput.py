@@ -173,6 +173,7 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
         "tokens": tokens,
         "runs": args.runs,
         "cpus": os.cpu_count(),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),  # other work on the machine skews all rows
         "rows": rows,
     }
     _print(result)
@@ -206,7 +207,8 @@ def _lib_timers(stage_dir: Path, model: Path, work: Path, tokens: int) -> dict:
 def _print(result: dict) -> None:
     print(
         f"{result['repo']}: {result['files']} text files, {result['bytes'] / 1e6:.1f} MB, "
-        f"{result['tokens']:,} tokens; median of {result['runs']} runs, {result['cpus']} CPUs"
+        f"{result['tokens']:,} tokens; median of {result['runs']} interleaved runs, {result['cpus']} CPUs, "
+        f"load average {result['loadavg_1m_after']}"
     )
     head = f"| {'tool':<20} | {'seconds':>8} | {'files/s':>8} | {'tokens/s':>10} | {'MB/s':>6} |"
     print(head + " vs fastest other |")
