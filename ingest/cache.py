@@ -101,16 +101,18 @@ class ExtractCache:
         self.root = root
         self._map_size = map_size
         self._pending: list[tuple[bytes, bytes]] = []
+        self._handle: lmdb.Environment | None = None
         self.disabled_reason = ""
 
     def _open(self) -> lmdb.Environment | None:
-        if self.root is None or self.disabled_reason:
-            return None
+        if self._handle is not None or self.root is None or self.disabled_reason:
+            return self._handle
         try:
-            return _env(self.root, self._map_size)
+            self._handle = _env(self.root, self._map_size)
         except (lmdb.Error, OSError) as exc:
             self.disabled_reason = f"extraction cache disabled: {exc}"
-            return None
+            self._handle = None
+        return self._handle
 
     def get(self, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
         """(arrays, meta) stored under key, or None (a damaged entry counts as absent)."""
@@ -149,3 +151,4 @@ class ExtractCache:
                         txn.delete(key)
         except (lmdb.Error, OSError) as exc:
             self.disabled_reason = f"extraction cache disabled: {exc}"
+            self._handle = None

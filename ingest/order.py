@@ -66,7 +66,7 @@ def stability_class(rel: str, media: bool = False) -> int:
     if name.endswith(_DOC_SUFFIXES) or (parts[0].lower() in ("docs", "doc")):
         return DOCS
     if (
-        any(part.lower() in _TEST_DIRS for part in parts[:-1])
+        not _TEST_DIRS.isdisjoint(rel.lower().split("/")[:-1])
         or stem.startswith("test_")
         or stem.endswith(("_test", "_spec"))
         or ".test." in name

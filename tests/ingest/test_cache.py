@@ -89,3 +89,11 @@ def test_damaged_cache_entry_is_a_miss(tmp_path) -> None:
     cache.flush()  # the damaged entry is removed
     with _env(tmp_path, 1 << 20).begin() as txn:
         assert txn.get(("ab" * 20).encode()) is None
+
+
+def test_unusable_cache_dir_only_costs_the_caching(tmp_path, target) -> None:
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the cache directory should be\n")
+    p = build_prompt([SAMPLES / "repo"], target, options=IngestOptions(cache_dir=blocker / "extracts"))
+    assert any(i.status == "included" for i in p.ledger)
+    assert any(w.startswith("extraction cache disabled") for w in p.warnings)
