@@ -46,7 +46,7 @@ def build_services(settings: Settings, engine: Engine, metrics: Metrics) -> Serv
                           UnpackLimits(settings.max_archive_entries, settings.max_unpacked_bytes))
     store = DocumentStore(settings.home / "uploads", limits, settings.home / "extracts")
     worker = EngineWorker(engine, settings.queue_depth, settings.request_timeout_s)
-    metrics.watch(engine.kv_stats, lambda: worker.admitted)
+    metrics.watch(engine.kv_stats, lambda: worker.admitted, lambda: worker.stopped)
     return Services(settings, store, worker, Target.from_model_dir(engine.path), metrics,
                     engine.path.name, material_budget(engine.config.max_position_embeddings, settings),
                     ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-ingest"))

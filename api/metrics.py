@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 RATE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -15,8 +15,8 @@ class _Live:
     """Values read at scrape time: KV bytes per tier, admitted requests, the cache hit ratio."""
 
     def __init__(self, kv_stats: Callable[[], dict[str, int]], depth: Callable[[], int],
-                 tokens: Callable[[], tuple[float, float]]) -> None:
-        self.kv_stats, self.depth, self.tokens = kv_stats, depth, tokens
+                 stopped: Callable[[], int], tokens: Callable[[], tuple[float, float]]) -> None:
+        self.kv_stats, self.depth, self.stopped, self.tokens = kv_stats, depth, stopped, tokens
 
     def collect(self):  # noqa: ANN201 - the prometheus_client collector protocol
         kv = GaugeMetricFamily("strata_kv_bytes", "Resident KV cache bytes by tier", labels=["tier"])
@@ -25,6 +25,8 @@ class _Live:
         yield kv
         yield GaugeMetricFamily("strata_queue_depth", "Requests admitted (running or waiting)",
                                 value=float(self.depth()))
+        yield CounterMetricFamily("strata_requests_stopped", "Generations stopped because the client left",
+                                  value=float(self.stopped()))
         prompt, cached = self.tokens()
         yield GaugeMetricFamily("strata_cache_hit_ratio", "Cached prompt tokens / prompt tokens",
                                 value=cached / prompt if prompt else 0.0)
@@ -49,9 +51,10 @@ class Metrics:
                                 registry=r)
         self._prompt_total = self._cached_total = 0.0
 
-    def watch(self, kv_stats: Callable[[], dict[str, int]], depth: Callable[[], int]) -> None:
-        """Register the scrape-time gauges (once the engine exists)."""
-        self.registry.register(_Live(kv_stats, depth, self._tokens))
+    def watch(self, kv_stats: Callable[[], dict[str, int]], depth: Callable[[], int],
+              stopped: Callable[[], int]) -> None:
+        """Register the scrape-time values (once the engine exists)."""
+        self.registry.register(_Live(kv_stats, depth, stopped, self._tokens))
 
     def _tokens(self) -> tuple[float, float]:
         return self._prompt_total, self._cached_total

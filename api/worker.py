@@ -53,6 +53,7 @@ class EngineWorker:
         self._lock = threading.Lock()
         self._admitted = 0
         self._job_s = 1.0  # moving average of a job's duration, for Retry-After
+        self.stopped = 0  # jobs stopped early because their client went away
 
     @property
     def admitted(self) -> int:
@@ -109,6 +110,7 @@ class EngineWorker:
         start = time.monotonic()
         try:
             if ticket.cancelled.is_set():
+                self.stopped += 1
                 return
             ticket.check()
             events = job(self.engine)
@@ -116,6 +118,7 @@ class EngineWorker:
                 for event in events:
                     put(event)
                     if ticket.cancelled.is_set():
+                        self.stopped += 1
                         return
                     ticket.check()
             finally:

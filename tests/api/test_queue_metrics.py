@@ -83,3 +83,20 @@ def test_local_mode_and_request_timeout(tiny_model: Path, tmp_path: Path) -> Non
             "messages": [{"role": "user", "content": "A long answer, please."}]})
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout"
         assert drained(lambda: client.get("/healthz").json())  # the stopped job gave its place back
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_engine(server: Server) -> None:
+    def stopped() -> float:
+        text = httpx.get(f"{server.url}/metrics").text
+        return float(next(line.split()[-1] for line in text.splitlines()
+                          if line.startswith("strata_requests_stopped_total")))
+
+    before = stopped()
+    body = {"model": server.model.name, "max_tokens": 256, "temperature": 0, "stream": True,
+            "messages": [{"role": "user", "content": "Write a very long story."}]}
+    with server.client() as http, http.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))  # the stream has begun
+    assert drained(lambda: httpx.get(f"{server.url}/healthz").json())
+    assert stopped() == before + 1  # stopped between two tokens, not run to the end
