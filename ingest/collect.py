@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ingest.cache import ExtractCache, file_hash
 from ingest.classify import SNIFF_BYTES, is_binary, media_kind, path_skip_reason
-from ingest.items import Item, Level, PieceBuilder, attr, omitted
+from ingest.items import Item, Level, Piece, PieceBuilder, attr, omitted
 from ingest.media import MediaExtractor
 from ingest.options import IngestOptions
 from ingest.order import TREE, order_key
@@ -148,7 +148,7 @@ class Collector:
         t, cap = self.target, self.opts.max_tree_entries
         order = (index, -1 if self.opts.tree_first else TREE, b"")
 
-        def piece(dirs_only: bool):
+        def piece(dirs_only: bool) -> Piece:
             b = PieceBuilder(t)
             b.text(f'<tree root="{attr(name)}" files="{len(rels)}">\n', "tree", name)
             b.text(render_tree(name, rels, cap, dirs_only), "tree", name)

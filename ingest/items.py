@@ -50,12 +50,14 @@ class Level:
     _piece: Piece | None = None
 
     def piece(self) -> Piece:
+        """The rendered piece (made on first use, then kept)."""
         if self._piece is None:
             self._piece = self.make()
         return self._piece
 
     @property
     def tokens(self) -> int:
+        """Token cost of this level."""
         if self.known_tokens is None:
             self.known_tokens = self.piece().length
         return self.known_tokens
@@ -83,15 +85,18 @@ class PieceBuilder:
         self.piece = Piece()
 
     def text(self, text: str, kind: str, path: str, **where: object) -> None:
+        """Append plain text (special-token strings stay text) with one span."""
         self.ids(self.target.encode(text), kind, path, **where)
 
     def ids(self, ids: list[int] | np.ndarray, kind: str, path: str, **where: object) -> None:
+        """Append pre-tokenized ids with one span."""
         if not len(ids):
             return
         start = self.piece.add(ids)
         self.piece.spans.append(SourceSpan(start, start + len(ids), kind, path, **where))
 
     def special(self, token_id: int | None) -> None:
+        """Append one control token (no span: it carries no material)."""
         if token_id is not None:
             self.piece.add([token_id])
 
@@ -143,6 +148,7 @@ class PieceBuilder:
         self.piece.spans.append(SourceSpan(start, start + len(run), _SPAN_KIND.get(kind, kind), path, **where))
 
     def build(self) -> Piece:
+        """The piece built so far."""
         return self.piece
 
 

@@ -54,7 +54,7 @@ class MediaExtractor:
             )
         geo = self._geometry()
 
-        def compute():
+        def compute() -> tuple[dict, dict]:
             hint = fit_grid(1 << 14, 1 << 14, geo[0], geo[1], geo[2])  # upper bound for JPEG draft
             img = open_image(file, self.opts.max_source_pixels, (hint[1] * geo[0], hint[0] * geo[0]))
             return {"pixels": fit_pixels(img, *geo)}, {"size": list(img.size)}
@@ -100,7 +100,7 @@ class MediaExtractor:
         vision = self.target.vision
         geo = self._geometry()
 
-        def compute():
+        def compute() -> tuple[dict, dict]:
             from ingest.pdf import extract_pdf  # pypdfium2 loads only when a PDF shows up
 
             ext = extract_pdf(file, self.opts, geo[0] if vision else None, geo[1], geo[2])
@@ -172,7 +172,7 @@ class MediaExtractor:
         o = self.opts
         geo = self._geometry(min(o.video_max_pixels, self.target.max_image_pixels))
 
-        def compute():
+        def compute() -> tuple[dict, dict]:
             from ingest.video import extract_video  # PyAV loads only when a video shows up
 
             ext = extract_video(file, o, *geo)

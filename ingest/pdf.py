@@ -35,6 +35,8 @@ class PdfPage:
 
 @dataclass(slots=True)
 class PdfExtract:
+    """The pages of one PDF, its page count and what went wrong on the way."""
+
     pages: list[PdfPage] = field(default_factory=list)
     page_count: int = 0
     warnings: list[str] = field(default_factory=list)

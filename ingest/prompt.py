@@ -31,6 +31,7 @@ class MediaSpan:
 
     @property
     def end(self) -> int:
+        """One past the last token of the run."""
         return self.start + self.length
 
     def patch_positions(self) -> np.ndarray:
@@ -81,6 +82,7 @@ class LedgerItem:
     reason: str = ""
 
     def to_dict(self) -> dict:
+        """The JSON form (CLI --json, API)."""
         return {
             "path": self.path,
             "kind": self.kind,

@@ -22,6 +22,8 @@ _AV_ERRORS = (av.error.FFmpegError, OSError, ValueError, EOFError)
 
 @dataclass(slots=True)
 class VideoExtract:
+    """Sampled frames with their timestamps, the stream duration and warnings."""
+
     times: list[float] = field(default_factory=list)
     frames: list[np.ndarray] = field(default_factory=list)  # uint8 [H, W, 3], fitted
     duration: float = 0.0

@@ -134,6 +134,7 @@ class _Ignores:
         self.push("", root / ".gitignore")
 
     def push(self, base: str, file: Path) -> bool:
+        """Add the rules of `file` for paths under `base`; False if there is no such file."""
         try:
             lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
@@ -142,6 +143,7 @@ class _Ignores:
         return True
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
+        """Whether git would ignore `rel`: the deepest matching rule decides."""
         for base, spec in reversed(self.layers):
             if base and not rel.startswith(base + "/"):
                 continue

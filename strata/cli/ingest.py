@@ -14,6 +14,7 @@ TOP_ITEMS = 10
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `strata ingest`."""
     p = sub.add_parser("ingest", help="ingest repositories, PDFs, images and videos into one prompt")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="directory, git checkout or file")
     p.add_argument(
@@ -55,6 +56,7 @@ def _options(args: argparse.Namespace):
 
 
 def ingest(args: argparse.Namespace) -> int:
+    """Run one ingest and print its report (or the --json object)."""
     from ingest import Target, build_prompt
     from strata.settings import get_settings
 
