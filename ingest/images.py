@@ -60,8 +60,7 @@ def open_image(path: Path, max_source_pixels: int, hint: tuple[int, int] | None 
                 img.draft("RGB", hint)  # decode a JPEG at a reduced scale: much less work
             img.seek(0)  # GIF / TIFF: the first frame
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            return to_rgb(ImageOps.exif_transpose(img))
     except IngestError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:

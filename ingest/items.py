@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -84,11 +85,11 @@ class PieceBuilder:
         self.target = target
         self.piece = Piece()
 
-    def text(self, text: str, kind: str, path: str, **where: object) -> None:
+    def text(self, text: str, kind: str, path: str, **where: Any) -> None:
         """Append plain text (special-token strings stay text) with one span."""
         self.ids(self.target.encode(text), kind, path, **where)
 
-    def ids(self, ids: list[int] | np.ndarray, kind: str, path: str, **where: object) -> None:
+    def ids(self, ids: list[int] | np.ndarray, kind: str, path: str, **where: Any) -> None:
         """Append pre-tokenized ids with one span."""
         if not len(ids):
             return
@@ -131,17 +132,16 @@ class PieceBuilder:
             )
         )
 
-    def image(self, pixels: np.ndarray, kind: str, path: str, **where: object) -> None:
+    def image(self, pixels: np.ndarray, kind: str, path: str, **where: Any) -> None:
         """An image run (<|image|> rows of patches <|/image|>) for fitted pixels."""
         t = self.target
-        p = t.patch_size
+        p, start_id, end_id = t.patch_size, t.image_start_token_id, t.image_end_token_id
+        patch_id, row_id = t.image_patch_token_id, t.image_row_token_id
+        assert p and start_id is not None and end_id is not None and patch_id is not None
+        assert row_id is not None  # callers check target.vision first
         grid = (pixels.shape[0] // p, pixels.shape[1] // p)
         patches = patchify(pixels, p)
-        run = [t.image_start_token_id]
-        row = [t.image_patch_token_id] * grid[1] + [t.image_row_token_id]
-        for _ in range(grid[0]):
-            run.extend(row)
-        run.append(t.image_end_token_id)
+        run = [start_id, *([patch_id] * grid[1] + [row_id]) * grid[0], end_id]
         assert len(run) == run_length(grid)
         start = self.piece.add(run)
         self.piece.media.append(MediaSpan(start, len(run), patches, grid, media_hash(patches, grid), kind))

@@ -6,6 +6,7 @@ smaller levels are cheap resizes of those pixels. Text-only targets get placehol
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -184,13 +185,15 @@ class MediaExtractor:
         params = (o.video_fps, o.video_max_frames, o.video_max_pixels, o.video_seek_gap_s)
         arrays, meta = self._cached("video", digest, params, compute)
         frames, times = arrays["frames"], arrays["times"].tolist()
-        levels, step = [], 1
+        levels: list[Level] = []
+        step = 1
         while step <= len(times):
             keep = list(range(0, len(times), step))
             status = INCLUDED if step == 1 else OUTLINED
             reason = f"{len(keep)} frames over {meta['duration']:.1f}s"
             reason += "" if step == 1 else f" (thinned from {len(times)} for the budget)"
-            levels.append(Level(status, reason, lambda k=keep: self._video_piece(path, meta, frames, times, k)))
+            make = functools.partial(self._video_piece, path, meta, frames, times, keep)
+            levels.append(Level(status, reason, make))
             step *= 2
         levels.append(Level(PATH_ONLY, "over budget", lambda: omitted(self.target, "video", path, "budget", "video")))
         return Item(path, "video", levels, order), [f"{path}: {w}" for w in meta["warnings"]]

@@ -36,10 +36,10 @@ def plan(items: list[Item], budget: int) -> list[int | None]:
         return []
     largest = max(it.levels[0].tokens for it in items)
     caps: list[float] = [float("inf")]
-    cap = 1 << max(largest.bit_length() - 1, 0)
-    while cap >= MIN_CAP:
-        caps.append(cap)
-        cap //= 2
+    power = 1 << max(largest.bit_length() - 1, 0)
+    while power >= MIN_CAP:
+        caps.append(power)
+        power //= 2
     for cap in caps:
         choice = [_choice(it, cap) for it in items]
         total = sum(it.levels[c].tokens for it, c in zip(items, choice, strict=True))

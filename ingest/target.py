@@ -181,5 +181,5 @@ class Target:
             min_image_pixels=int(config.get("min_image_pixels", DEFAULT_MIN_IMAGE_PIXELS)),
             max_image_pixels=int(config.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)),
             fingerprint=tokenizer_digest,
-            **ids,
+            **ids,  # type: ignore[arg-type]  # the token-id fields, all int | None
         )

@@ -102,6 +102,7 @@ def load_texts(
                 offsets = target.tokenizer.encode(text, add_special_tokens=False).offsets
                 f.line_tok = line_tokens(text, f.ids, None, offsets)
             stats["parsed"] = stats.get("parsed", 0) + 1
+            assert f.line_tok is not None
             cache.put(
                 f.key,
                 {"ids": f.ids, "line_tok": f.line_tok},
