@@ -60,14 +60,21 @@ def document_prompt(spec: JobSpec, ref: DocumentRef, model: Model) -> Any:
     """The material of one document, packed into what the context leaves for question and answer."""
     from strata.cli.ask import material_budget
 
-    budget = material_budget(model.engine.config.max_position_embeddings, spec.max_new_tokens, spec.budget)
+    settings = get_settings()
+    context = model.engine.config.max_position_embeddings
     if ref.source is not None:
         from ingest import build_prompt
 
+        budget = material_budget(context, spec.max_new_tokens, spec.budget)
         return build_prompt([ref.source], model.target, budget)
     from strata.documents import DocumentStore
 
-    return DocumentStore(get_settings().home / "uploads").prompt(spec.tenant, ref.document_id, model.target, budget)
+    # The API's budget for documents, so a job and the API's asks pack (and cache) the same prompt.
+    budget = material_budget(context, max(settings.max_tokens_per_request, spec.max_new_tokens), spec.budget)
+    assert ref.document_id is not None
+    home = settings.home
+    docs = DocumentStore(home / "uploads", extract_cache=home / "extracts")
+    return docs.prompt(spec.tenant, ref.document_id, model.target, budget)
 
 
 def _record(spec: JobSpec, doc: int, q: int, body: dict[str, Any]) -> dict[str, Any]:
