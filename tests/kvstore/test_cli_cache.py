@@ -108,3 +108,25 @@ def test_redis_stats_and_clear(
         assert RedisStore(redis_url).stats()["entries"] == 0
     finally:
         get_settings.cache_clear()
+
+
+def test_a_scan_that_crashes_is_reported_and_repaired(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A B-tree damaged badly enough makes LMDB itself fault; stand in for it with a child that
+    # really dies of SIGBUS, and check that the CLI survives, reports, and repairs.
+    import kvstore.maintenance as maintenance
+
+    _fill(tmp_path, 3)
+    monkeypatch.setattr(maintenance, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGBUS)")
+    code, report = _run(capsys, "cache", "verify", "--json", "--path", str(tmp_path))
+    assert code == 2 and "SIGBUS" in report["error"]["message"]
+    assert "strata cache clear" in report["error"]["message"]
+    code, report = _run(capsys, "cache", "verify", "--repair", "--json", "--path", str(tmp_path))
+    assert code == 0 and "SIGBUS" in report["lmdb"]["unreadable"] and report["lmdb"]["rebuilt"]
+    _fill(tmp_path, 3)
+    code, report = _run(capsys, "cache", "clear", "--json", "--path", str(tmp_path))
+    assert code == 0 and "SIGBUS" in report["lmdb"]["unreadable"] and report["lmdb"]["removed_files"]
+    monkeypatch.undo()
+    code, report = _run(capsys, "cache", "stats", "--json", "--path", str(tmp_path))
+    assert report["lmdb"]["exists"] is False
