@@ -10,8 +10,6 @@ import os
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ingest.cache import ExtractCache, file_hash
 from ingest.classify import SNIFF_BYTES, is_binary, media_kind, path_skip_reason
 from ingest.items import Item, Level, Piece, PieceBuilder, attr, omitted
@@ -24,6 +22,16 @@ from ingest.textfile import TextFile, load_texts, open_tag, text_item, text_key
 from ingest.tree import render_tree
 from ingest.walk import list_files
 from strata.errors import IngestError
+
+
+class _Bar:
+    """The no-op progress bar."""
+
+    def update(self, n: int = 1) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 class Collector:
@@ -52,6 +60,14 @@ class Collector:
         items.sort(key=lambda it: it.order)
         return items
 
+    def _bar(self, total: int, desc: str) -> _Bar:
+        """A tqdm bar on stderr when progress is on (tqdm is imported only then)."""
+        if not self.progress:
+            return _Bar()
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, leave=False)
+
     def _drop(self, path: str, kind: str, reason: str, error: bool = False) -> None:
         self.ledger.append(LedgerItem(path, kind, ERROR if error else DROPPED, 0, reason))
 
@@ -63,21 +79,16 @@ class Collector:
             self._drop(f"{name}/{s.rel}", "file", s.reason, s.error)
         items: list[Item] = []
         texts: list[TextFile] = []
-        bar = tqdm(
-            listing.found,
-            desc=f"ingest {name}",
-            unit="file",
-            disable=not self.progress,
-            file=sys.stderr,
-            leave=False,
-        )
-        for found in bar:
+        bar = self._bar(len(listing.found), f"ingest {name}")
+        for found in listing.found:
+            bar.update(1)
             display = f"{name}/{found.rel}"
             reason = path_skip_reason(found.rel, self.opts)
             if reason:
                 self._drop(display, "file", reason)
                 continue
             self._file(index, display, found.rel, found.path, items, texts)
+        bar.close()
         items.extend(self._text_items(texts))
         kept = sorted(it.path[len(name) + 1 :] for it in items)
         items.append(self._tree_item(index, name, kept))
@@ -128,10 +139,9 @@ class Collector:
         self.warnings.extend(warnings)
 
     def _text_items(self, texts: list[TextFile]) -> list[Item]:
-        with tqdm(
-            total=len(texts), desc="tokenize", unit="file", disable=not self.progress, file=sys.stderr, leave=False
-        ) as bar:
-            load_texts(texts, self.target, self.cache, self.opts, self.stats, bar.update)
+        bar = self._bar(len(texts), "tokenize")
+        load_texts(texts, self.target, self.cache, self.opts, self.stats, bar.update)
+        bar.close()
         kept = [f for f in texts if not f.skip]
         for f, header in zip(kept, self.target.encode_many([open_tag(f.path) for f in kept]), strict=True):
             f.header = header

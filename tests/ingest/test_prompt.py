@@ -167,3 +167,10 @@ def test_budget_must_be_positive(target, opts) -> None:
 
     with pytest.raises(BadRequest):
         build_prompt([SAMPLES / "repo"], target, budget=0, options=opts)
+
+
+def test_progress_bars_go_to_stderr_and_change_nothing(target, opts, capsys) -> None:
+    quiet = build_prompt([SAMPLES / "repo"], target, options=opts)
+    shown = build_prompt([SAMPLES / "repo"], target, options=opts, progress=True)
+    out, err = capsys.readouterr()
+    assert shown.digest() == quiet.digest() and out == "" and "ingest repo" in err
