@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import KEYS, Server, notes_text
+from tests.api.conftest import KEYS, REPO, Server, notes_text
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -63,6 +63,18 @@ def test_drop_ask_stream_usage_and_citation(server: Server, tmp_path: Path) -> N
             page.click("#citations li a")
             page.wait_for_selector("#snippet pre", timeout=10_000)
             assert "guide note" in page.inner_text("#snippet pre")
+
+            # A PDF through the file chooser: its citation opens the rendered page as an image.
+            page.set_input_files("#file-input", str(REPO / "samples/docs/report.pdf"))
+            page.wait_for_function("document.querySelector('#documents li.selected')?.textContent"
+                                   ".includes('report.pdf')", timeout=30_000)
+            page.fill("#question", "What does the report say?")
+            page.click("#ask-button")
+            page.wait_for_selector("#citations li a", timeout=30_000)
+            assert "report.pdf" in page.inner_text("#citations")
+            page.click("#citations li a")
+            page.wait_for_function("document.querySelector('#snippet img')?.naturalWidth > 100",
+                                   timeout=15_000)
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             assert errors == []
         finally:
