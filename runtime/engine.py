@@ -17,6 +17,8 @@ from runtime.kv import KVCache, KVLayout, PagePool
 from runtime.loader import LoadedModel, checkpoint_fingerprint, load_model
 from runtime.prefix_cache import PrefixCache, SequenceKeys
 from runtime.sampling import Sampler, SamplingParams, StreamDecoder
+from runtime.sparse import SparsePolicy
+from runtime.sparse_kv import SparseKVCache
 from strata.errors import BadRequest, ConfigError, PromptTooLong
 from strata.settings import get_settings
 
@@ -36,12 +38,15 @@ class EngineOptions:
     page_size: int = 64
     prefill_chunk: int = 512
     kv_pool_bytes: int = 1 << 30
+    attention_budget: int = 0  # tokens of selected pages per query beyond sink and window; 0 = dense
 
     def __post_init__(self) -> None:
         if self.kv_dtype not in ("auto", "fp8", "bf16", "fp32"):
             raise ConfigError(f"kv_dtype must be auto, fp8, bf16 or fp32, got '{self.kv_dtype}'")
         if self.page_size < 1 or self.prefill_chunk < 1:
             raise ConfigError("page_size and prefill_chunk must be positive")
+        if self.attention_budget < 0:
+            raise ConfigError("attention_budget must not be negative")
 
 
 @dataclass(slots=True)
@@ -97,26 +102,35 @@ class Engine:
         self.fingerprint = checkpoint_fingerprint(path) if path else b""
         self.store = store
         self.cache = PrefixCache(self.pool, store, self.fingerprint) if cache and self.fingerprint else None
+        # Sliding-window models already bound their attention; sparse selection is for the others.
+        self.policy = (SparsePolicy(options.attention_budget, options.page_size)
+                       if options.attention_budget and self.config.sliding_window is None else None)
+        self.kv_peak: dict[str, int] = {}
         if store is not None:
             atexit.register(self.close)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", weights: str = "auto",
                         kv_dtype: str | None = None, page_size: int | None = None,
-                        prefill_chunk: int | None = None, cache: bool | None = None) -> Engine:
+                        prefill_chunk: int | None = None, cache: bool | None = None,
+                        attention_budget: int | None = None) -> Engine:
         """Load a checkpoint directory (config.json, *.safetensors, optional tokenizer.json).
 
         With the cache on (STRATA_CACHE, default true), full KV pages are kept in the pool, host
         RAM and LMDB under STRATA_HOME (and Redis with STRATA_KV_REDIS_URL) and reused by any
-        later prompt with the same prefix, in this process or another.
+        later prompt with the same prefix, in this process or another. With an attention budget
+        (STRATA_ATTENTION_BUDGET tokens, 0 = dense), contexts longer than the budget decode and
+        prefill with sparse attention over selected pages, and let go of the pages they do not
+        attend: the tier budgets, not the prompt, bound the resident KV.
         """
         if device != "cpu" and not device.startswith("cuda"):
             raise ConfigError(f"device '{device}' is not supported (cpu or cuda)")
         settings = get_settings()
         threads = settings.threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
+        budget = settings.attention_budget if attention_budget is None else attention_budget
         options = EngineOptions(kv_dtype or settings.kv_dtype, page_size or settings.page_size,
-                                prefill_chunk or settings.prefill_chunk, settings.kv_device_bytes)
+                                prefill_chunk or settings.prefill_chunk, settings.kv_device_bytes, budget)
         loaded = load_model(path, weights, device)
         use_cache = settings.cache if cache is None else cache
         store = None
@@ -134,7 +148,7 @@ class Engine:
             release_store(self.store)
             self.store = None
             if self.cache is not None:
-                self.cache.store = None
+                self.cache.detach()
 
     # -- the contract -------------------------------------------------------------------------
     def generate(self, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0) -> list[int]:
@@ -191,13 +205,14 @@ class Engine:
     def _loop(self, ids: list[int], params: SamplingParams,
               media: Sequence[MediaInput], attribution: bool, tenant: str) -> Iterator[TokenEvent]:
         start = time.perf_counter()
-        kv = KVCache(self.pool, self.config.max_position_embeddings)
+        self.kv_peak = {}
+        keys = self._keys(ids, media, tenant)
+        kv = self.new_sequence(keys)
         if attribution:
             kv.track_attention(len(ids))
         try:
-            keys = self._keys(ids, media, tenant)
             cached = self.restore_prefix(kv, keys, len(ids))
-            logits = self.prefill(kv, ids, media, start=cached, after_chunk=lambda: self._save(kv, keys))
+            logits = self.prefill(kv, ids, media, start=cached, after_chunk=lambda: self._after_chunk(kv, keys))
             ttft = time.perf_counter() - start
             sampler, text = Sampler(params), StreamDecoder(self.tokenizer)
             out: list[int] = []
@@ -224,7 +239,8 @@ class Engine:
             token_ids=out, text=_cut_at_stop(text.text, params.stop), finish_reason=finish,
             prompt_tokens=len(ids), cached_tokens=cached, completion_tokens=len(out), ttft_s=ttft,
             decode_tokens_per_s=(len(out) - 1) / decode_s if len(out) > 1 and decode_s > 0 else 0.0,
-            total_s=time.perf_counter() - start, attention=kv.attention_mass)
+            total_s=time.perf_counter() - start, attention=kv.attention_mass,
+            extra={"kv_peak_bytes": dict(self.kv_peak), **self._sparse_stats(kv)})
 
     @staticmethod
     def _hit_stop(text: str, stops: Sequence[str]) -> bool:
@@ -257,7 +273,38 @@ class Engine:
             kv.rollback()
             raise
         kv.commit()
+        self._track_peak(kv)
         return logits
+
+    # -- sparse attention and the resident KV -------------------------------------------------
+    def new_sequence(self, keys: SequenceKeys | None = None) -> KVCache:
+        """An empty KV cache for one sequence: sparse when a budget is set, able to let go of
+        pages when the prefix cache has a persistent tier to bring them back from."""
+        limit = self.config.max_position_embeddings
+        if self.policy is None:
+            return KVCache(self.pool, limit)
+        source = self.cache.source(keys) if self.cache is not None and keys is not None else None
+        return SparseKVCache(self.pool, limit, self.policy, source)
+
+    def _after_chunk(self, kv: KVCache, keys: SequenceKeys | None) -> None:
+        self._save(kv, keys)
+        if isinstance(kv, SparseKVCache):
+            kv.trim()  # after _save: only keyed (persistable) pages are let go
+
+    def _track_peak(self, kv: KVCache) -> None:
+        now = {"device": self.pool.resident_bytes}
+        if self.store is not None:
+            now["host"] = int(self.store.host.stats()["bytes"])
+        if isinstance(kv, SparseKVCache):
+            now["summaries"] = kv.summaries.nbytes
+        for tier, nbytes in now.items():
+            self.kv_peak[tier] = max(self.kv_peak.get(tier, 0), nbytes)
+
+    @staticmethod
+    def _sparse_stats(kv: KVCache) -> dict[str, Any]:
+        if not isinstance(kv, SparseKVCache):
+            return {}
+        return {"attention_budget": kv.policy.budget, "fetched_pages": kv.fetched_pages}
 
     # -- seams for the prefix cache (kvstore) -------------------------------------------------
     def kv_stats(self) -> dict[str, int]:

@@ -9,6 +9,7 @@ fixed once written, and makes the full-page boundary the unit that kvstore/ hash
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +64,9 @@ class PagePool:
         self.refs: dict[int, int] = {}
         self.keyed: OrderedDict[bytes, int] = OrderedDict()  # key -> page; idle ones are evictable
         self.key_of: dict[int, bytes] = {}
+        # Asked before an idle keyed page is dropped; False keeps it. The prefix cache answers,
+        # persisting the page first if it has not reached a persistent tier yet (flush-before-evict).
+        self.before_evict: Callable[[int, bytes], bool] | None = None
         shape = (layout.num_layers, 2, 0, layout.page_size, layout.num_kv_heads, layout.head_dim)
         self.data = torch.empty(shape, dtype=STORAGE_DTYPES[layout.storage])
         self.scales = torch.ones((layout.num_layers, 2, 0, layout.num_kv_heads), dtype=torch.float32)
@@ -112,6 +116,11 @@ class PagePool:
         self.free_ids.extend(released)
         self.free_ids.sort()
 
+    def share(self, page_ids: list[int]) -> None:
+        """One more reference to each page (a second sequence reading the same pages)."""
+        for page in page_ids:
+            self.refs[page] += 1
+
     def lookup(self, key: bytes) -> int | None:
         """The resident page holding `key`, referenced for the caller; None on a miss."""
         page = self.keyed.get(key)
@@ -129,7 +138,7 @@ class PagePool:
 
     def _evict_one(self) -> None:
         for key, page in self.keyed.items():
-            if not self.refs.get(page):
+            if not self.refs.get(page) and (self.before_evict is None or self.before_evict(page, key)):
                 del self.keyed[key], self.key_of[page]
                 self.free_ids.append(page)
                 return
@@ -180,6 +189,13 @@ class PagePool:
         if self.layout.storage == "fp8":
             return self.data[layer].view(torch.uint8).index_select(1, idx).view(self.data.dtype)
         return self.data[layer].index_select(1, idx)
+
+    def keys_f32(self, layer: int, page_ids: list[int]) -> torch.Tensor:
+        """Stored keys of `page_ids` at one layer in float32, scales applied: [n, P, H, D]."""
+        keys = self._gather(layer, page_ids)[0].to(torch.float32)
+        if self.layout.storage == "fp8":
+            keys = keys * self._gather_scales(layer, page_ids)[0][:, None, :, None]
+        return keys
 
     def _gather_scales(self, layer: int, page_ids: list[int]) -> torch.Tensor:
         return self.scales[layer].index_select(1, torch.tensor(page_ids, dtype=torch.long))

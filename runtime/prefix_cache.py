@@ -19,6 +19,9 @@ import torch
 from kvstore.keys import chain_digests, chain_keys, root_key
 from kvstore.tiers import TieredStore, open_store
 from runtime.kv import STORAGE_DTYPES, KVCache, PagePool
+from runtime.offload import Persistence, StoredPages
+from runtime.sparse import bounds_from_minmax
+from runtime.sparse_kv import SparseKVCache
 from strata.settings import Settings
 
 # LMDB allows one open environment per path and process: engines in one process share a store.
@@ -74,9 +77,27 @@ class PageCodec:
     def encode(self, page: int) -> tuple[bytes, bytes]:
         data, scales = self.pool.export_page(page)
         payload = data.view(torch.uint8).numpy().tobytes() + scales.numpy().tobytes()
-        keys = data[:, 0].to(torch.float32) * scales[:, 0, None, :, None]
+        return payload, self._summary(data, scales)
+
+    def summary(self, page: int) -> bytes:
+        """The summary of a pool page, as encode() stores it."""
+        return self._summary(*self.pool.export_page(page))
+
+    @staticmethod
+    def _summary(data: torch.Tensor, scales: torch.Tensor) -> bytes:
+        # The same float32 keys as PagePool.keys_f32, so stored and resident summaries agree bitwise.
+        keys = data[:, 0].to(torch.float32)
+        if data.dtype == torch.float8_e4m3fn:
+            keys = keys * scales[:, 0, None, :, None]
         summary = torch.stack((keys.amin(dim=1), keys.amax(dim=1)), dim=1)  # [L, 2, H, D]
-        return payload, summary.numpy().tobytes()
+        return summary.numpy().tobytes()
+
+    def bounds(self, summaries: list[bytes]) -> torch.Tensor:
+        """Resident page bounds [n, L, H, 2, D] from stored summaries (float32 min/max [L, 2, H, D])."""
+        layers, heads, dim = self.data_shape[0], self.data_shape[3], self.data_shape[4]
+        raw = torch.frombuffer(bytearray(b"".join(summaries)), dtype=torch.float32)
+        minmax = raw.view(len(summaries), layers, 2, heads, dim)
+        return bounds_from_minmax(minmax[:, :, 0], minmax[:, :, 1])
 
     def decode_into(self, page: int, payload: bytes) -> bool:
         """Load `payload` into pool page `page`; False (a miss) when its size is not a page's."""
@@ -97,6 +118,18 @@ class PrefixCache:
         self.codec = PageCodec(pool)
         self.fingerprint = fingerprint
         self.page_size = pool.layout.page_size
+        self.persistence = Persistence(pool, store, self.codec.encode) if store is not None else None
+
+    def detach(self) -> None:
+        """Forget the store (it is being closed): pages are no longer persisted or fetched."""
+        self.store = self.persistence = None
+        self.pool.before_evict = None
+
+    def source(self, keys: SequenceKeys) -> StoredPages | None:
+        """Where a sparse sequence finds the pages it let go; None without a persistent tier."""
+        if self.store is None or self.persistence is None or not self.persistence.durable:
+            return None
+        return StoredPages(self.pool, self.store, keys.keys, keys.digests, self.codec.decode_into)
 
     def keys_for(self, ids: Sequence[int], media: Sequence[tuple[int, int, bytes]],
                  tenant: str) -> SequenceKeys:
@@ -109,6 +142,10 @@ class PrefixCache:
 
     def restore(self, kv: KVCache, keys: SequenceKeys, limit_pages: int) -> int:
         """Adopt the longest cached run of leading pages (at most `limit_pages`); tokens restored."""
+        if isinstance(kv, SparseKVCache) and kv.source is not None and kv.policy.is_sparse(limit_pages):
+            restored = self._restore_summaries(kv, keys, limit_pages)
+            if restored:
+                return restored
         pages: list[int] = []
         for key in keys.keys[:limit_pages]:
             page = self.pool.lookup(key)
@@ -119,6 +156,39 @@ class PrefixCache:
         kv.adopt(pages)
         keys.stored = keys.restored = len(pages)
         return len(pages) * self.page_size
+
+    def _restore_summaries(self, kv: SparseKVCache, keys: SequenceKeys, limit_pages: int) -> int:
+        """Adopt the cached prefix by its summaries alone: pages load when attention selects them.
+
+        Only the sink and the local window are loaded now. Returns 0 (adopting nothing) when the
+        cached run is too short for sparse attention, so the caller restores it whole.
+        """
+        summaries: list[bytes] = []
+        for key in keys.keys[:limit_pages]:
+            page = self.pool.keyed.get(key)
+            raw = self.codec.summary(page) if page is not None else self._stored_summary(key)
+            if raw is None:
+                break
+            summaries.append(raw)
+        n = len(summaries)
+        if not kv.policy.is_sparse(n):
+            return 0
+        kv.adopt_summaries(self.codec.bounds(summaries), {})
+        policy = kv.policy
+        kv.hold(list(range(policy.sink_pages)) + list(range(n - policy.local_pages, n)))
+        keys.stored = keys.restored = n
+        return n * self.page_size
+
+    def _stored_summary(self, key: bytes) -> bytes | None:
+        if self.store is None:
+            return None
+        raw = self.store.get_summary(key)
+        return raw if raw is not None and len(raw) == self._summary_bytes else None
+
+    @property
+    def _summary_bytes(self) -> int:
+        layers, _, _, heads, dim = self.codec.data_shape
+        return layers * 2 * heads * dim * 4
 
     def _from_store(self, keys: SequenceKeys, start: int, limit: int) -> list[int]:
         """Pages start.. from the host/LMDB/Redis tiers, loaded into fresh pool pages."""
@@ -148,4 +218,6 @@ class PrefixCache:
             if self.store is not None:
                 payload, summary = self.codec.encode(page)
                 self.store.put(key, keys.digests[i], payload, summary)
+                if self.persistence is not None:
+                    self.persistence.written(key, page, keys.digests[i])
         keys.stored = max(keys.stored, upto)

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--no-cache", action="store_true", help="neither reuse nor store cached KV pages")
+    gen.add_argument("--attention-budget", type=int, default=None, metavar="TOKENS",
+                     help="sparse attention: tokens of selected pages per query (0 = dense; "
+                          "default STRATA_ATTENTION_BUDGET)")
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.set_defaults(handler=generate)
 
@@ -62,8 +65,11 @@ def generate(args: argparse.Namespace) -> int:
             raise BadRequest(f"cannot read --prompt-file {args.prompt_file}: {exc.strerror}") from exc
     else:
         prompt = args.prompt
+    if args.attention_budget is not None and args.attention_budget < 0:
+        raise BadRequest("--attention-budget must not be negative")
     engine = Engine.from_pretrained(args.model, weights=args.weights, kv_dtype=args.kv_dtype,
-                                    cache=False if args.no_cache else None)
+                                    cache=False if args.no_cache else None,
+                                    attention_budget=args.attention_budget)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_p=args.top_p, top_k=args.top_k, seed=args.seed, stop=tuple(args.stop))
     gen = engine.stream(engine.encode(prompt), params)
