@@ -157,3 +157,37 @@ def test_summaries_in_one_call_across_tiers(tmp_path: Path, redis_url: str) -> N
     assert tiered.redis.get_summaries([items[4][0], page(98)[0]]) == [items[4][3], None]
     tiered.clear()
     tiered.close()
+
+
+def test_threads_reading_and_writing_while_the_map_grows_and_evicts(tmp_path: Path) -> None:
+    import threading
+
+    lmdb = LMDBStore(tmp_path, 3 * MiB, initial_map_bytes=1 * MiB, lru_grain_s=0)
+    tiered = TieredStore(256 * 1024, lmdb, writer_queue=64)
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            for i in range(seed * 1000, seed * 1000 + 150):
+                tiered.put(*page(i))
+                for j in range(max(seed * 1000, i - 20), i, 3):
+                    key, digest, payload, _ = page(j)
+                    got = tiered.get(key, digest)
+                    assert got is None or got == payload, f"page {j} served wrong bytes"
+        except BaseException as exc:  # surfaced below: a thread's assert must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[0]
+    assert tiered.flush(timeout=30)
+    stats = tiered.stats()
+    assert stats["lmdb"]["bytes"] <= 3 * MiB and stats["lmdb"]["map_bytes"] > 1 * MiB
+    assert stats["writers"]["lmdb"]["failed"] == 0 and stats["lmdb"]["evicted"] > 0
+    assert stats["lmdb"]["hits"] > 0  # reads really went past host RAM
+    report = lmdb.verify()
+    assert report["corrupt"] == 0 and report["stale_lru"] == 0 and report["orphans"] == 0
+    tiered.close()
