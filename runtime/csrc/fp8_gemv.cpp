@@ -7,15 +7,15 @@
 //   isa() -> str                                              the code path picked at run time
 //
 // Code paths are chosen at run time (__builtin_cpu_supports), never by -march=native:
-//   avx512  (AVX512F/BW/VL + VBMI + BF16): 64 fp8 bytes -> 64 bf16 lanes by two vpermi2b lookups
-//           on a 128-entry table of the magnitude bits (exact: e4m3 values, subnormals included,
-//           fit bf16), then vdpbf16ps against x packed in the matching lane order.  fp32 x is split
-//           into three bf16 parts (x = h + m + l exactly), so every product is exact and the sum is
-//           an fp32 accumulation.
-//   scalar  (anything else): a 256-entry float table, fp32 accumulate.
-// The dequant path uses the fp16 trick: sign-extended byte << 7 & 0xBFFF is the e4m3 value / 256
-// as an fp16 (subnormals included), which vcvtph2ps widens; the 256 is folded into the scale, so
-// the result is bit-identical to weight.float() * scale.
+//   avx512  (AVX512F/BW/VL + VBMI + BF16). bf16 x: 64 fp8 bytes -> 64 bf16 lanes by two vpermi2b
+//           lookups on a 128-entry table of the magnitude bits (exact: every e4m3 value,
+//           subnormals included, is a bf16), then vdpbf16ps against x packed in the matching lane
+//           order. fp32 x: the fp16 trick below, 16 weights at a time, fp32 FMA.
+//   avx2    (AVX2 + FMA + F16C): the fp16 trick, 8 weights at a time, fp32 FMA.
+//   scalar  (anything else): a 256-entry float table.
+// Products are exact and accumulate in fp32 everywhere. The fp16 trick: sign-extended byte << 7,
+// & 0xBFFF, is the e4m3 value / 256 as an fp16 (subnormals included), which vcvtph2ps widens; the
+// 256 is folded into the block scale, so dequant_ is bit-identical to weight.float() * scale.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -63,13 +63,25 @@ const Tables& tables() {
   return t;
 }
 
-bool cpu_has_avx512() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
-                         __builtin_cpu_supports("avx512bf16");
-  // STRATA_FP8_ISA=scalar forces the portable path (read per call so tests can compare both).
-  const char* forced = std::getenv("STRATA_FP8_ISA");
-  return ok && !(forced && std::strcmp(forced, "scalar") == 0);
+// The widest code path this CPU runs. STRATA_FP8_ISA=avx2|scalar caps it (read per call, so
+// tests can compare every path on one machine).
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+Isa cpu_isa() {
+  static const Isa best = [] {
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
+        __builtin_cpu_supports("avx512bf16"))
+      return Isa::kAvx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+      return Isa::kAvx2;
+    return Isa::kScalar;
+  }();
+  const char* cap = std::getenv("STRATA_FP8_ISA");
+  Isa limit = Isa::kAvx512;
+  if (cap && std::strcmp(cap, "scalar") == 0) limit = Isa::kScalar;
+  if (cap && std::strcmp(cap, "avx2") == 0) limit = Isa::kAvx2;
+  return std::min(best, limit);
 }
 
 // Shapes of one call, shared by the code paths.
@@ -104,6 +116,60 @@ void gemv_rows_scalar(const Problem& p, const float* x, int64_t r0, int64_t r1) 
 }
 
 // ---------------------------------------------------------------------------------------------
+// AVX2 path (AVX2 + FMA + F16C): 8 weights at a time through the fp16 trick of dequant_rows_avx512
+// below, fp32 FMA against fp32 x. Exact fp32 products, so no bf16 splitting of x.
+
+#define STRATA_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+STRATA_AVX2 inline __m256 e4m3x8_over_256(const uint8_t* p) {
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  __m128i h = _mm_slli_epi16(_mm_cvtepi8_epi16(b), 7);
+  h = _mm_and_si128(h, _mm_set1_epi16(static_cast<short>(0xBFFF)));
+  return _mm256_cvtph_ps(h);
+}
+
+template <int T>
+STRATA_AVX2 void row_avx2(const Problem& p, const float* x, int64_t r, int64_t t0) {
+  const uint8_t* wr = p.w + r * p.K;
+  const float* sr = p.scale + (r / p.bn) * p.kblocks;
+  float acc[T] = {};
+  for (int64_t kb = 0; kb < p.kblocks; ++kb) {
+    const int64_t k0 = kb * p.bk, k1 = std::min(p.K, k0 + p.bk), k8 = k0 + (k1 - k0) / 8 * 8;
+    __m256 blk[T];
+    for (int t = 0; t < T; ++t) blk[t] = _mm256_setzero_ps();
+    for (int64_t k = k0; k < k8; k += 8) {
+      _mm_prefetch(reinterpret_cast<const char*>(wr + k + kPrefetchBytes), _MM_HINT_T0);
+      const __m256 w = e4m3x8_over_256(wr + k);
+      for (int t = 0; t < T; ++t) blk[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + (t0 + t) * p.K + k), blk[t]);
+    }
+    const float sc = sr[kb];
+    for (int t = 0; t < T; ++t) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, blk[t]);
+      float sum = 0.f;
+      for (float v : lanes) sum += v;
+      sum *= 256.f;
+      for (int64_t k = k8; k < k1; ++k) sum += tables().f32[wr[k]] * x[(t0 + t) * p.K + k];
+      acc[t] += sum * sc;
+    }
+  }
+  for (int t = 0; t < T; ++t) p.out[(t0 + t) * p.N + r] = acc[t] + (p.bias ? p.bias[r] : 0.f);
+}
+
+STRATA_AVX2 void gemv_rows_avx2(const Problem& p, const float* x, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t t0 = 0;
+    for (; t0 + 4 <= p.n; t0 += 4) row_avx2<4>(p, x, r, t0);
+    switch (p.n - t0) {
+      case 1: row_avx2<1>(p, x, r, t0); break;
+      case 2: row_avx2<2>(p, x, r, t0); break;
+      case 3: row_avx2<3>(p, x, r, t0); break;
+      default: break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // AVX512 path.
 
 #define STRATA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512bf16,f16c,fma")))
@@ -115,21 +181,11 @@ inline int64_t packed_index(int64_t k) {
   return c * 64 + (j < 8 ? 0 : 32) + lane * 8 + (j % 8);
 }
 
-// x[n, K] fp32 -> S bf16 parts per token, parts[(t * S + s) * Kp + packed_index(k)].
-template <int S>
-void pack_x(const float* x, int64_t n, int64_t K, int64_t Kp, uint16_t* parts) {
-  std::memset(parts, 0, sizeof(uint16_t) * n * S * Kp);
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t k = 0; k < K; ++k) {
-      float r = x[t * K + k];
-      const int64_t d = packed_index(k);
-      for (int s = 0; s < S; ++s) {
-        const c10::BFloat16 h(r);  // round to nearest even
-        parts[(t * S + s) * Kp + d] = h.x;
-        r -= static_cast<float>(h);
-      }
-    }
-  }
+// x[n, K] (bf16 values held in fp32) -> packed[t * Kp + packed_index(k)], zero padded.
+void pack_x(const float* x, int64_t n, int64_t K, int64_t Kp, uint16_t* packed) {
+  std::memset(packed, 0, sizeof(uint16_t) * n * Kp);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t k = 0; k < K; ++k) packed[t * Kp + packed_index(k)] = c10::BFloat16(x[t * K + k]).x;
 }
 
 struct WeightChunk {
@@ -152,7 +208,7 @@ STRATA_AVX512 inline __m512 dot(__m512 acc, __m512i w, const uint16_t* xp) {
 
 // One output row for T tokens (starting at token t0), S bf16 parts per token.
 // Blocks [kb0, kb1) of one output row for T tokens from t0, added into p.out.
-template <int T, int S>
+template <int T>
 STRATA_AVX512 void row_avx512(const Problem& p, const uint16_t* xp, int64_t Kp, int64_t r, int64_t t0,
                               int64_t kb0, int64_t kb1, int64_t prefetch_offset) {
   const Tables& tb = tables();
@@ -176,12 +232,9 @@ STRATA_AVX512 void row_avx512(const Problem& p, const uint16_t* xp, int64_t Kp, 
       const WeightChunk w = load_chunk(wr + c * 64, mask, hi0, hi1, lo0, lo1);
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
-        const uint16_t* xt = xp + (t0 + t) * S * Kp + c * 64;
-#pragma GCC unroll 3
-        for (int s = 0; s < S; ++s) {
-          blk[t] = dot(blk[t], w.a, xt + s * Kp);
-          blk[t] = dot(blk[t], w.b, xt + s * Kp + 32);
-        }
+        const uint16_t* xt = xp + (t0 + t) * Kp + c * 64;
+        blk[t] = dot(blk[t], w.a, xt);
+        blk[t] = dot(blk[t], w.b, xt + 32);
       }
     }
     const __m512 sc = _mm512_set1_ps(sr[kb]);
@@ -193,27 +246,74 @@ STRATA_AVX512 void row_avx512(const Problem& p, const uint16_t* xp, int64_t Kp, 
 // Rows [r0, r1) for all p.n tokens, added into p.out. The columns go in tiles small enough that
 // the packed x of every token stays in L1 (16 KiB), where the dot products need it once a chunk;
 // from L2, x loads, not arithmetic, set the pace for 8 tokens.
-template <int S>
 STRATA_AVX512 void gemv_rows_avx512(const Problem& p, const uint16_t* xp, int64_t Kp, int64_t r0, int64_t r1) {
-  constexpr int kTokens = S == 1 ? kMaxTokens : kMaxTokens / 2;  // T * S accumulator chains in flight
-  const int64_t tile_blocks = std::max<int64_t>(1, kL1Bytes / (2 * S * p.n) / p.bk);
+  constexpr int kTokens = kMaxTokens;
+  const int64_t tile_blocks = std::max<int64_t>(1, kL1Bytes / (2 * p.n) / p.bk);
   const int64_t tile_bytes = tile_blocks * p.bk;
   const int64_t prefetch_offset = (kPrefetchBytes + tile_bytes - 1) / tile_bytes * p.K;
   for (int64_t kb0 = 0; kb0 < p.kblocks; kb0 += tile_blocks) {
     const int64_t kb1 = std::min(p.kblocks, kb0 + tile_blocks);
     for (int64_t r = r0; r < r1; ++r) {
       int64_t t0 = 0;
-      for (; t0 + kTokens <= p.n; t0 += kTokens) row_avx512<kTokens, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset);
+      for (; t0 + kTokens <= p.n; t0 += kTokens) row_avx512<kTokens>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset);
       switch (p.n - t0) {  // the weight row is in L1 now; the leftover tokens reuse it
-        case 1: row_avx512<1, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
-        case 2: row_avx512<2, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
-        case 3: row_avx512<3, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
-        case 4: row_avx512<4, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
-        case 5: row_avx512<5, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
-        case 6: row_avx512<6, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
-        case 7: row_avx512<7, S>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 1: row_avx512<1>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 2: row_avx512<2>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 3: row_avx512<3>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 4: row_avx512<4>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 5: row_avx512<5>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 6: row_avx512<6>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
+        case 7: row_avx512<7>(p, xp, Kp, r, t0, kb0, kb1, prefetch_offset); break;
         default: break;
       }
+    }
+  }
+}
+
+// fp32 activations: e4m3 -> fp32 by the fp16 trick of dequant_rows_avx512, 16 weights at a time,
+// and fp32 FMA. Exact products with no splitting of x; measured faster than three vdpbf16ps per
+// weight (x = h + m + l in bf16) once there is more than one token, and as fast for one.
+template <int T>
+STRATA_AVX512 void row_f32_avx512(const Problem& p, const float* x, int64_t r, int64_t t0) {
+  const uint8_t* wr = p.w + r * p.K;
+  const float* sr = p.scale + (r / p.bn) * p.kblocks;
+  __m512 total[T];
+  for (int t = 0; t < T; ++t) total[t] = _mm512_setzero_ps();
+  for (int64_t kb = 0; kb < p.kblocks; ++kb) {
+    const int64_t k1 = std::min(p.K, (kb + 1) * p.bk);
+    __m512 blk[T];
+    for (int t = 0; t < T; ++t) blk[t] = _mm512_setzero_ps();
+    for (int64_t k = kb * p.bk; k < k1; k += 16) {
+      const int64_t left = k1 - k;
+      const __mmask16 mask = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+      _mm_prefetch(reinterpret_cast<const char*>(wr + k + kPrefetchBytes), _MM_HINT_T0);
+      __m256i h = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(mask, wr + k)), 7);
+      h = _mm256_and_si256(h, _mm256_set1_epi16(static_cast<short>(0xBFFF)));
+      const __m512 w = _mm512_cvtph_ps(h);  // e4m3 value / 256
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t)
+        blk[t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mask, x + (t0 + t) * p.K + k), blk[t]);
+    }
+    const __m512 sc = _mm512_set1_ps(sr[kb] * 256.f);
+    for (int t = 0; t < T; ++t) total[t] = _mm512_fmadd_ps(blk[t], sc, total[t]);
+  }
+  const float b = p.bias ? p.bias[r] : 0.f;
+  for (int t = 0; t < T; ++t) p.out[(t0 + t) * p.N + r] = _mm512_reduce_add_ps(total[t]) + b;
+}
+
+STRATA_AVX512 void gemv_rows_f32_avx512(const Problem& p, const float* x, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t t0 = 0;
+    for (; t0 + kMaxTokens <= p.n; t0 += kMaxTokens) row_f32_avx512<kMaxTokens>(p, x, r, t0);
+    switch (p.n - t0) {
+      case 1: row_f32_avx512<1>(p, x, r, t0); break;
+      case 2: row_f32_avx512<2>(p, x, r, t0); break;
+      case 3: row_f32_avx512<3>(p, x, r, t0); break;
+      case 4: row_f32_avx512<4>(p, x, r, t0); break;
+      case 5: row_f32_avx512<5>(p, x, r, t0); break;
+      case 6: row_f32_avx512<6>(p, x, r, t0); break;
+      case 7: row_f32_avx512<7>(p, x, r, t0); break;
+      default: break;
     }
   }
 }
@@ -293,20 +393,19 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scal
   if (p.n == 0) return out.to(x.scalar_type());
   const float* xs = xf.data_ptr<float>();
   const int64_t grain = row_grain(p.K, p.n);
-  if (cpu_has_avx512() && p.bk % 64 == 0) {
-    const bool exact_bf16 = x.scalar_type() == at::kBFloat16;  // one part is exact; fp32 needs three
-    const int S = exact_bf16 ? 1 : 3;
+  const Isa isa = cpu_isa();
+  if (isa == Isa::kAvx512 && x.scalar_type() == at::kFloat) {
+    at::parallel_for(0, p.N, grain, [&](int64_t r0, int64_t r1) { gemv_rows_f32_avx512(p, xs, r0, r1); });
+  } else if (isa == Isa::kAvx512 && p.bk % 64 == 0) {  // bf16 x: exact in bf16, so vdpbf16ps
     const int64_t Kp = (p.K + 63) / 64 * 64;
-    std::vector<uint16_t> parts(static_cast<size_t>(p.n * S * Kp));
-    if (exact_bf16) pack_x<1>(xs, p.n, p.K, Kp, parts.data());
-    else pack_x<3>(xs, p.n, p.K, Kp, parts.data());
-    const uint16_t* xp = parts.data();
+    std::vector<uint16_t> packed(static_cast<size_t>(p.n * Kp));
+    pack_x(xs, p.n, p.K, Kp, packed.data());
+    const uint16_t* xp = packed.data();
     if (p.bias) out.copy_(bias_f.unsqueeze(0).expand({p.n, p.N}));
     else out.zero_();
-    at::parallel_for(0, p.N, grain, [&](int64_t r0, int64_t r1) {
-      if (exact_bf16) gemv_rows_avx512<1>(p, xp, Kp, r0, r1);
-      else gemv_rows_avx512<3>(p, xp, Kp, r0, r1);
-    });
+    at::parallel_for(0, p.N, grain, [&](int64_t r0, int64_t r1) { gemv_rows_avx512(p, xp, Kp, r0, r1); });
+  } else if (isa >= Isa::kAvx2) {
+    at::parallel_for(0, p.N, grain, [&](int64_t r0, int64_t r1) { gemv_rows_avx2(p, xs, r0, r1); });
   } else {
     at::parallel_for(0, p.N, grain, [&](int64_t r0, int64_t r1) { gemv_rows_scalar(p, xs, r0, r1); });
   }
@@ -326,7 +425,7 @@ at::Tensor dequant_(const at::Tensor& w, const at::Tensor& scale, int64_t bn, in
   TORCH_CHECK(0 <= row0 && row0 + rows <= p.N, "fp8 dequant: rows out of range");
   const bool bf16 = out.scalar_type() == at::kBFloat16;
   char* o = static_cast<char*>(out.data_ptr());
-  const bool fast = cpu_has_avx512() && p.bk % 16 == 0;  // 16 lanes share one block's scale
+  const bool fast = cpu_isa() == Isa::kAvx512 && p.bk % 16 == 0;  // 16 lanes share one block's scale
   at::parallel_for(row0, row0 + rows, row_grain(p.K, 1), [&](int64_t r0, int64_t r1) {
     void* dst = o + (r0 - row0) * p.K * out.element_size();
     if (fast) dequant_rows_avx512(p, r0, r1, dst, bf16);
@@ -335,7 +434,10 @@ at::Tensor dequant_(const at::Tensor& w, const at::Tensor& scale, int64_t bn, in
   return out;
 }
 
-std::string isa() { return cpu_has_avx512() ? "avx512" : "scalar"; }
+std::string isa() {
+  static const char* names[] = {"scalar", "avx2", "avx512"};
+  return names[static_cast<int>(cpu_isa())];
+}
 
 }  // namespace
 
