@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.deps import Services, material_budget
 from api.errors import install_error_handlers
+from api.limits import BodyLimit
 from api.metrics import Metrics
 from api.routes import documents, jobs, openai, system
 from api.routes.system import STATIC
@@ -103,5 +104,6 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory =
     app.include_router(openai.router)
     app.include_router(jobs.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

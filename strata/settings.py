@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     api_keys: dict[str, str] = Field(default_factory=dict)
     local_tenant: str = "local"
     max_upload_bytes: int = Field(default=1 * GiB, gt=0)  # per upload request, counted as it streams
+    max_request_bytes: int = Field(default=4 << 20, gt=0)  # any other request body (JSON)
     max_archive_entries: int = Field(default=100_000, gt=0)  # per document, all archives together
     max_unpacked_bytes: int = Field(default=4 * GiB, gt=0)  # per document, all archives together
     upload_sync_bytes: int = Field(default=8 << 20, ge=0)  # larger uploads ingest in the background

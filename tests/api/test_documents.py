@@ -129,3 +129,17 @@ def test_web_page_and_static_assets_are_served(server: Server) -> None:
         assert anon.get("/healthz").json()["status"] == "ok"
 
 
+
+
+def test_json_bodies_are_limited_as_they_enter(server: Server) -> None:
+    """STRATA_MAX_REQUEST_BYTES (64 KiB here) for every body but uploads, declared or streamed."""
+    big = {"model": server.model.name, "messages": [{"role": "user", "content": "x" * 100_000}]}
+    with server.client() as http:
+        r = http.post("/v1/chat/completions", json=big)
+        assert r.status_code == 413 and "max_request_bytes" in r.json()["error"]["message"]
+        chunked = http.post("/v1/chat/completions", content=iter([json.dumps(big).encode()]),
+                            headers={"content-type": "application/json"})
+        assert "content-length" not in chunked.request.headers
+        assert chunked.status_code == 413 and chunked.json()["error"]["type"] == "payload_too_large"
+        small = {**big, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert http.post("/v1/chat/completions", json=small).status_code == 200
