@@ -43,6 +43,7 @@ class Collector:
         self.warnings: list[str] = []
         self.stats: dict[str, int] = {"parsed": 0, "cache_hits": 0}
         self.media = MediaExtractor(target, opts, cache, self.stats)
+        self.media_seen = 0
 
     def collect(self, sources: list[Path]) -> list[Item]:
         """Items of every source in prompt order (sources as given, then stable-first)."""
@@ -121,6 +122,10 @@ class Collector:
         if size > self.opts.max_media_bytes:
             self._drop(display, kind, f"too large: {size} bytes > max_media_bytes {self.opts.max_media_bytes}")
             return
+        if self.media_seen >= self.opts.max_media_files:
+            self._drop(display, kind, f"over max_media_files ({self.opts.max_media_files}): not opened")
+            return
+        self.media_seen += 1
         order = order_key(index, rel, media=True)
         try:
             digest = file_hash(path)

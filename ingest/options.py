@@ -22,6 +22,9 @@ class IngestOptions:
     max_file_bytes: int = 1 * MiB  # text files above this are skipped
     max_media_bytes: int = 512 * MiB  # PDFs / images / videos above this are skipped
     max_files: int = 200_000  # walk stops (with a warning) past this many entries
+    # Media decoded per ingest: a repository's thousands of test-fixture images must not turn
+    # into thousands of decodes; past the limit, media get a ledger entry and are not opened.
+    max_media_files: int = 512
     max_tree_entries: int = 5_000  # tree listing lines before "... N more"
     # Images: a decoded size above this is a decompression bomb, refused before decoding.
     max_source_pixels: int = 64_000_000
@@ -45,6 +48,7 @@ class IngestOptions:
             "max_file_bytes",
             "max_media_bytes",
             "max_files",
+            "max_media_files",
             "max_tree_entries",
             "max_source_pixels",
             "pdf_max_pages",

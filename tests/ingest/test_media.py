@@ -212,3 +212,13 @@ def test_sample_times_and_webm(tmp_path, target, opts) -> None:
     path = write(tmp_path, "clip.webm", video_bytes(fmt="webm", codec="libvpx", seconds=3.0, fps=10))
     p = build_prompt([path], target, options=opts)
     assert [round(s.time_s) for s in p.source_map if s.time_s is not None][::2] == [0, 1, 2]
+
+
+def test_media_file_limit(tmp_path, target, opts) -> None:
+    for i in range(4):
+        shutil.copy(SAMPLES / "images" / "spinner.gif", tmp_path / f"frame_{i}.gif")
+    opts.max_media_files = 2
+    p = build_prompt([tmp_path], target, options=opts)
+    status = {i.path.split("/")[-1]: (i.status, i.reason) for i in p.ledger if i.kind == "image"}
+    assert [status[f"frame_{i}.gif"][0] for i in range(4)] == ["included", "included", "dropped", "dropped"]
+    assert "max_media_files" in status["frame_3.gif"][1] and len(p.media) == 2
