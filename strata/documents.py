@@ -1,6 +1,6 @@
 """Uploaded documents: stored per tenant, unpacked safely, ingested into prompts on demand.
 
-Layout: root/<tenant>/<id>/meta.json (written atomically) and root/<tenant>/<id>/files/, which
+Layout: root/<tenant>/<id>/meta.json and ledger.json (each written atomically) and files/, which
 holds each uploaded file under its own name and each archive unpacked under its stem (or under
 its single top-level directory). A citation's path is a path relative to files/, so the stored
 upload can always be shown back to the user. Another tenant's id is simply not found.
@@ -165,14 +165,20 @@ class DocumentStore:
         return self._place(unpacked, out / stem)
 
     # -- read -----------------------------------------------------------------------------------
-    def get(self, tenant: str, doc_id: str) -> Document:
-        """The document `doc_id` of `tenant`; NotFound for an unknown id or another tenant's."""
-        path = self._meta(tenant, doc_id)
+    def get(self, tenant: str, doc_id: str, ledger: bool = False) -> Document:
+        """The document `doc_id` of `tenant`; NotFound for an unknown id or another tenant's.
+
+        The ledger (one entry per input file, large for a big repository) is kept in its own
+        file and read only when asked for.
+        """
+        home = self._dir(tenant, doc_id)
         try:
-            raw = json.loads(path.read_text())
+            doc = Document(**json.loads((home / "meta.json").read_text()))
+            if ledger and doc.status != PROCESSING and (home / "ledger.json").exists():
+                doc.ledger = json.loads((home / "ledger.json").read_text())
         except (OSError, ValueError):
             raise NotFound(f"no document '{doc_id}'") from None
-        return Document(**raw)
+        return doc
 
     def list(self, tenant: str) -> list[Document]:
         """The tenant's documents, oldest first."""
@@ -250,17 +256,16 @@ class DocumentStore:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             self._update(tenant, doc_id, status=FAILED, error=message)
             raise
+        home = self._dir(tenant, doc_id)
+        _write_json(home, "ledger.json", [i.to_dict() for i in prompt.ledger])
         return self._update(tenant, doc_id, status=READY, tokens=len(prompt), items=len(prompt.ledger),
-                            summary=prompt.summary(), ledger=[i.to_dict() for i in prompt.ledger])
+                            summary=prompt.summary())
 
     # -- storage --------------------------------------------------------------------------------
     def _dir(self, tenant: str, doc_id: str) -> Path:
         if not ID_RE.match(doc_id):
             raise NotFound(f"no document '{doc_id}'")
         return self.root / check_tenant(tenant) / doc_id
-
-    def _meta(self, tenant: str, doc_id: str) -> Path:
-        return self._dir(tenant, doc_id) / "meta.json"
 
     def _update(self, tenant: str, doc_id: str, **changes: Any) -> Document:
         with self._lock:
@@ -271,18 +276,21 @@ class DocumentStore:
         return doc
 
     def _save(self, doc: Document) -> None:
-        """Write meta.json atomically: a temporary file in the same directory, then rename."""
-        home = self._dir(doc.tenant, doc.id)
-        fd, tmp = tempfile.mkstemp(dir=home, prefix=".meta-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(doc.to_dict(ledger=True), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, home / "meta.json")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_json(self._dir(doc.tenant, doc.id), "meta.json", doc.to_dict())
+
+
+def _write_json(home: Path, name: str, obj: Any) -> None:
+    """Write home/name atomically: a temporary file in the same directory, fsync, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=home, prefix=f".{name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, home / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def safe_parts(rel: str) -> tuple[str, ...]:

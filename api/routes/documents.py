@@ -65,7 +65,7 @@ def list_documents(services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
 @router.get("/{doc_id}")
 def get_document(doc_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """Status, size and the ingest ledger (what was included, outlined, dropped, and why)."""
-    return _public(services.store.get(tenant, doc_id), ledger=True)
+    return _public(services.store.get(tenant, doc_id, ledger=True), ledger=True)
 
 
 @router.delete("/{doc_id}")

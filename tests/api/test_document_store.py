@@ -39,7 +39,10 @@ def test_create_lays_out_files_and_archives(tmp_path: Path, target: Target) -> N
     assert sorted(p.name for p in files.parent.iterdir()) == ["files", "meta.json"]  # no staging left
     ready = store.ingest("acme", doc.id, target, 3000)
     assert ready.status == READY and ready.tokens > 0
-    assert {i["path"] for i in ready.ledger} >= {"notes.txt", "repo/a.py", "flat/one.txt"}
+    assert ready.ledger == []  # kept in its own file, read only when asked for
+    ledger = store.get("acme", doc.id, ledger=True).ledger
+    assert {i["path"] for i in ledger} >= {"notes.txt", "repo/a.py", "flat/one.txt"}
+    assert sorted(p.name for p in files.parent.iterdir()) == ["files", "ledger.json", "meta.json"]
     assert store.source_file("acme", doc.id, "repo/b/c.md").read_bytes() == b"# c\n"
     assert store.prompt("acme", doc.id, target, 3000) is store.prompt("acme", doc.id, target, 3000)
 
