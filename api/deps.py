@@ -12,11 +12,10 @@ from api.auth import tenant_for
 from api.metrics import Metrics
 from api.worker import EngineWorker
 from ingest import Target
+from strata.cli.ask import material_budget as cli_material_budget
 from strata.documents import DocumentStore
 from strata.errors import StrataError
 from strata.settings import Settings
-
-QUESTION_ROOM = 512  # tokens kept free after the material for the question or the chat turns
 
 
 class NotReady(StrataError):
@@ -39,8 +38,11 @@ class Services:
 
 
 def material_budget(context: int, settings: Settings) -> int:
-    """The context less room for the longest answer allowed and the question."""
-    budget = context - settings.max_tokens_per_request - QUESTION_ROOM
+    """The context (up to 1M) less room for the longest answer allowed and the question.
+
+    The same formula as `strata ask` and the jobs, so all of them pack, and cache, the same prompt.
+    """
+    budget = cli_material_budget(context, settings.max_tokens_per_request, None)
     if budget <= 0:
         raise StrataError(f"max_tokens_per_request {settings.max_tokens_per_request} leaves no room for "
                           f"material in a context of {context} tokens")
