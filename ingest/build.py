@@ -14,6 +14,7 @@ from ingest.options import IngestOptions
 from ingest.pack import plan
 from ingest.prompt import DROPPED, LedgerItem, Prompt
 from ingest.target import MAX_DEFAULT_BUDGET, Target
+from ingest.textfile import estimate_full
 from strata.errors import BadRequest, IngestError, StrataError
 from strata.settings import get_settings
 
@@ -58,7 +59,7 @@ def build_prompt(
         prompt = Prompt(budget=budget, warnings=collector.warnings, stats=collector.stats)
         if target.bos_token_id is not None:
             prompt.token_ids.append(target.bos_token_id)
-        choice = plan(items, budget - len(prompt.token_ids))  # may parse (and cache) outlines
+        choice = _plan(items, budget - len(prompt.token_ids), collector)  # may parse outlines
     finally:
         cache.flush()
     chunks: list = [prompt.token_ids]
@@ -73,6 +74,43 @@ def build_prompt(
     if len(prompt.token_ids) > budget:  # the packer's promise; a breach is a bug, never shipped
         raise StrataError(f"packed {len(prompt.token_ids)} tokens into a budget of {budget}")
     return prompt
+
+
+# Material whose estimated size is within this factor of the budget is tokenized whole up front
+# (exact packing); beyond it, sizes are estimated and only what the plan keeps is tokenized.
+EXACT_FACTOR = 2
+MAX_ROUNDS = 16
+
+
+def _plan(items: list[Item], avail: int, collector: Collector) -> list[int | None]:
+    """Plan with exact costs; for material far over the budget, tokenize only what is kept.
+
+    Large mode starts every file's full level from a size estimate, whatever the cache holds,
+    so a cold and a warm ingest plan alike. Each round tokenizes the files whose full text the
+    plan keeps and plans again; the final plan's kept levels all have exact costs.
+    """
+    files = [it for it in items if it.text is not None]
+    estimates = [estimate_full(it.text, collector.target) for it in files]
+    if sum(estimates) <= EXACT_FACTOR * avail:
+        collector.tokenize([it.text for it in files])
+        return plan(items, avail)
+    for it, estimate in zip(files, estimates, strict=True):
+        it.levels[0].known_tokens, it.levels[0].estimated = estimate, True
+    collector.warnings.append(
+        f"material is about {sum(estimates):,} tokens for a budget of {avail:,}: only kept files were tokenized"
+    )
+    for _ in range(MAX_ROUNDS):
+        choice = plan(items, avail)
+        need = [it for it, c in zip(items, choice, strict=True) if c == 0 and it.levels[0].estimated]
+        if not need:
+            return choice
+        collector.tokenize([it.text for it in need])
+        for it in need:
+            it.levels[0].piece()  # renders, and the estimate becomes the exact cost
+    for it in files:  # out of rounds: full text not yet measured is not offered
+        if it.levels[0].estimated:
+            it.levels.pop(0)
+    return plan(items, avail)
 
 
 def _append(prompt: Prompt, chunks: list, offset: int, item: Item, level_index: int | None) -> int:

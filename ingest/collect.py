@@ -18,7 +18,7 @@ from ingest.options import IngestOptions
 from ingest.order import TREE, order_key
 from ingest.prompt import DROPPED, ERROR, INCLUDED, OUTLINED, PATH_ONLY, LedgerItem
 from ingest.target import Target
-from ingest.textfile import TextFile, load_texts, open_tag, text_item, text_key
+from ingest.textfile import TextFile, open_tag, prepare_texts, text_item, text_key, tokenize_texts
 from ingest.tree import render_tree
 from ingest.walk import list_files
 from strata.errors import IngestError
@@ -143,10 +143,15 @@ class Collector:
         items.append(item)
         self.warnings.extend(warnings)
 
-    def _text_items(self, texts: list[TextFile]) -> list[Item]:
-        bar = self._bar(len(texts), "tokenize")
-        load_texts(texts, self.target, self.cache, self.opts, self.stats, bar.update)
+    def tokenize(self, files: list[TextFile]) -> None:
+        """Tokenize files that have no ids yet, in parallel batches, with a progress bar."""
+        todo = [f for f in files if f.ids is None]
+        bar = self._bar(len(todo), "tokenize")
+        tokenize_texts(todo, self.target, self.cache, self.stats, bar.update)
         bar.close()
+
+    def _text_items(self, texts: list[TextFile]) -> list[Item]:
+        prepare_texts(texts, self.cache, self.opts, self.stats)
         kept = [f for f in texts if not f.skip]
         for f, header in zip(kept, self.target.encode_many([open_tag(f.path) for f in kept]), strict=True):
             f.header = header

@@ -48,12 +48,15 @@ class Level:
     reason: str
     make: Callable[[], Piece]
     known_tokens: int | None = None
+    estimated: bool = False  # known_tokens is a size-based estimate; rendering makes it exact
     _piece: Piece | None = None
 
     def piece(self) -> Piece:
         """The rendered piece (made on first use, then kept)."""
         if self._piece is None:
             self._piece = self.make()
+            if self.estimated:
+                self.estimated, self.known_tokens = False, self._piece.length
         return self._piece
 
     @property
@@ -72,6 +75,7 @@ class Item:
     kind: str
     levels: list[Level]
     order: tuple = ()
+    text: Any = None  # the TextFile behind a file item (for lazy tokenization), else None
 
 
 # Media kinds -> the source-map kind of their tokens (a frame belongs to its video, ...).

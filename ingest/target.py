@@ -31,6 +31,32 @@ _VISION_KEYS = (
 )
 
 
+_CALIBRATION = """\
+def load_config(path: str, *, strict: bool = True) -> dict[str, object]:
+    \"\"\"Read a JSON config file and check the fields we need.\"\"\"
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    for key in ("name", "version"):
+        if strict and key not in data:
+            raise ValueError(f"missing {key} in {path}")
+    return data
+
+export function total(items) {
+  return items.reduce((sum, item) => sum + item.price * item.qty, 0);
+}
+
+func (s *Server) Handle(w http.ResponseWriter, r *http.Request) error {
+\tif r.Method != http.MethodGet {
+\t\treturn fmt.Errorf("method %s not allowed", r.Method)
+\t}
+\treturn nil
+}
+
+The service reads its configuration at start-up, validates every field, and refuses to run
+with unsafe values. Requests are queued and answered in order; see the README for details.
+"""
+
+
 def _byte_alphabet() -> set[str]:
     """The 256 characters GPT-2's byte-level encoding uses for bytes."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
@@ -73,6 +99,7 @@ class Target:
     fingerprint: str = field(default="", repr=False)
     _memo: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _byte_lengths: list = field(default_factory=list, repr=False)  # [] unknown, [None] or [array]
+    _bytes_per_ktoken: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_context <= 0:
@@ -127,6 +154,14 @@ class Target:
         if not self._byte_lengths:
             self._byte_lengths.append(_byte_lengths(self.tokenizer))
         return self._byte_lengths[0]
+
+    def bytes_per_ktoken(self) -> int:
+        """Bytes per 1000 tokens on a fixed sample of code and prose: a deterministic size
+        estimate of text not yet tokenized (ingest plans large material before tokenizing it)."""
+        if not self._bytes_per_ktoken:
+            ids = self.encode(_CALIBRATION)
+            self._bytes_per_ktoken.append(max(1, len(_CALIBRATION.encode()) * 1000 // max(len(ids), 1)))
+        return self._bytes_per_ktoken[0]
 
     def _compute_fingerprint(self) -> str:
         # Everything that changes extracted token ids or patches must be in here, because the

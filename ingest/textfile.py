@@ -64,16 +64,11 @@ def line_starts(text: str) -> np.ndarray:
     return np.concatenate(([0], starts)).astype(np.int64)
 
 
-def load_texts(
-    files: list[TextFile],
-    target: Target,
-    cache: ExtractCache,
-    opts: IngestOptions,
-    stats: dict[str, int],
-    progress: Callable[[int], object] | None = None,
-) -> None:
-    """Fill ids / line_tok / skip of every file, from the cache or by tokenizing in batches."""
-    todo: list[tuple[TextFile, str]] = []
+def prepare_texts(files: list[TextFile], cache: ExtractCache, opts: IngestOptions, stats: dict[str, int]) -> None:
+    """Tokens from the cache where present; else decode and decide the content-based skip.
+
+    No tokenization here: build_prompt decides what to tokenize once it knows the budget.
+    """
     for f in files:
         hit = cache.get(f.key)
         if hit is not None:
@@ -87,15 +82,24 @@ def load_texts(
         f.ends_nl = text.endswith("\n") or not text
         if f.skip:
             cache.put(f.key, {}, {"skip": f.skip, "note": f.note, "ends_nl": f.ends_nl})
-        else:
-            todo.append((f, text))
+
+
+def tokenize_texts(
+    files: list[TextFile],
+    target: Target,
+    cache: ExtractCache,
+    stats: dict[str, int],
+    progress: Callable[[int], object] | None = None,
+) -> None:
+    """Tokenize (in parallel batches) every file that has no ids yet, and cache the result."""
+    todo = [f for f in files if f.ids is None and not f.skip]
     lens = target.token_byte_lengths()
     for i in range(0, len(todo), ENCODE_BATCH):
         batch = todo[i : i + ENCODE_BATCH]
-        texts = [t for _, t in batch]
+        texts = [decode(f.data)[0] for f in batch]
         # Byte-level BPE: token byte lengths give line positions, so offsets are not needed.
         encode = target.tokenizer.encode_batch if lens is None else target.tokenizer.encode_batch_fast
-        for (f, text), enc in zip(batch, encode(texts, add_special_tokens=False), strict=True):
+        for f, text, enc in zip(batch, texts, encode(texts, add_special_tokens=False), strict=True):
             f.ids = np.asarray(enc.ids, dtype=np.int32)
             f.line_tok = line_tokens(text, f.ids, lens)
             if f.line_tok is None:  # lengths disagree: an unusual tokenizer; ask for offsets
@@ -103,11 +107,7 @@ def load_texts(
                 f.line_tok = line_tokens(text, f.ids, None, offsets)
             stats["parsed"] = stats.get("parsed", 0) + 1
             assert f.line_tok is not None
-            cache.put(
-                f.key,
-                {"ids": f.ids, "line_tok": f.line_tok},
-                {"skip": "", "note": f.note, "ends_nl": f.ends_nl},
-            )
+            cache.put(f.key, {"ids": f.ids, "line_tok": f.line_tok}, {"skip": "", "note": f.note, "ends_nl": f.ends_nl})
         if progress is not None:
             progress(len(batch))
 
@@ -146,7 +146,7 @@ def text_key(data: bytes, target: Target, opts: IngestOptions) -> str:
 def text_item(f: TextFile, target: Target, cache: ExtractCache, stats: dict[str, int]) -> Item:
     """Levels: full text, tree-sitter outline (for known languages), path only."""
     reason = f.note
-    levels = [Level(INCLUDED, reason, lambda: _full(f, target))]
+    levels = [Level(INCLUDED, reason, lambda: _full(f, target, cache, stats))]
     if language_for(f.path) is not None:
         levels.append(
             Level(
@@ -156,11 +156,17 @@ def text_item(f: TextFile, target: Target, cache: ExtractCache, stats: dict[str,
             )
         )
     levels.append(Level(PATH_ONLY, "over budget", lambda: omitted(target, "file", f.path, "budget", "file")))
-    return Item(f.path, "file", levels, f.order)
+    return Item(f.path, "file", levels, f.order, text=f)
 
 
 def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
+
+
+def estimate_full(f: TextFile, target: Target) -> int:
+    """A size-based estimate of the full level's tokens (before tokenizing)."""
+    header = len(f.header) if f.header is not None else 16
+    return header + 3 + -(-len(f.data) * 1000 // target.bytes_per_ktoken())
 
 
 def open_tag(path: str) -> str:
@@ -168,7 +174,9 @@ def open_tag(path: str) -> str:
     return f'<file path="{attr(path)}">\n'
 
 
-def _full(f: TextFile, target: Target) -> Piece:
+def _full(f: TextFile, target: Target, cache: ExtractCache, stats: dict[str, int]) -> Piece:
+    if f.ids is None:  # not tokenized up front (a large ingest): tokenize now
+        tokenize_texts([f], target, cache, stats)
     b = PieceBuilder(target)
     assert f.ids is not None and f.line_tok is not None
     if f.header is None:

@@ -174,3 +174,22 @@ def test_progress_bars_go_to_stderr_and_change_nothing(target, opts, capsys) -> 
     shown = build_prompt([SAMPLES / "repo"], target, options=opts, progress=True)
     out, err = capsys.readouterr()
     assert shown.digest() == quiet.digest() and out == "" and "ingest repo" in err
+
+
+def test_material_far_over_budget_tokenizes_only_what_is_kept(tmp_path, target) -> None:
+    repo = _make_repo(tmp_path / "repo", n_files=40)
+    budget = 3000
+    cold = build_prompt([repo], target, budget=budget, options=IngestOptions(cache_dir=tmp_path / "c"))
+    assert len(cold) <= budget
+    assert any("only kept files were tokenized" in w for w in cold.warnings)
+    files = [i for i in cold.ledger if i.kind == "file"]
+    kept_whole = [i for i in files if i.status == "included"]
+    assert kept_whole and any(i.status in ("outlined", "path_only") for i in files)
+    outlines = sum(1 for i in files if i.status == "outlined")
+    # Parsing work: the kept files' tokens plus outlines, not the full text of all 43 files.
+    assert cold.stats["parsed"] < len(files) + outlines
+    warm = build_prompt([repo], target, budget=budget, options=IngestOptions(cache_dir=tmp_path / "c"))
+    again = build_prompt([repo], target, budget=budget, options=IngestOptions(cache_dir=tmp_path / "other"))
+    assert warm.digest() == cold.digest() == again.digest()
+    exact = build_prompt([repo], target, budget=10**7, options=IngestOptions(cache_dir=tmp_path / "c"))
+    assert all(i.status == "included" for i in exact.ledger)
