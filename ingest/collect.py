@@ -24,6 +24,12 @@ from ingest.walk import list_files
 from strata.errors import IngestError
 
 
+def shown(path: str) -> str:
+    """A path as the prompt and the ledger show it: file names that are not UTF-8 (surrogate
+    escapes from the file system) get replacement characters instead of breaking the tokenizer."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 class _Bar:
     """The no-op progress bar."""
 
@@ -53,11 +59,11 @@ class Collector:
                 items.extend(self._directory(index, source))
             elif source.is_file():
                 texts: list[TextFile] = []
-                self._file(index, source.name, source.name, source, items, texts)
+                self._file(index, shown(source.name), source.name, source, items, texts)
                 items.extend(self._text_items(texts))
             else:
                 what = "not found" if not os.path.lexists(source) else "not a file or directory"
-                self._drop(str(source), "source", f"{what}", error=True)
+                self._drop(shown(str(source)), "source", what, error=True)
         items.sort(key=lambda it: it.order)
         return items
 
@@ -74,16 +80,16 @@ class Collector:
 
     def _directory(self, index: int, root: Path) -> list[Item]:
         listing = list_files(root, self.opts)
-        name = root.resolve().name or "root"
+        name = shown(root.resolve().name) or "root"
         self.warnings.extend(listing.warnings)
         for s in listing.skipped:
-            self._drop(f"{name}/{s.rel}", "file", s.reason, s.error)
+            self._drop(shown(f"{name}/{s.rel}"), "file", s.reason, s.error)
         items: list[Item] = []
         texts: list[TextFile] = []
         bar = self._bar(len(listing.found), f"ingest {name}")
         for found in listing.found:
             bar.update(1)
-            display = f"{name}/{found.rel}"
+            display = shown(f"{name}/{found.rel}")
             reason = path_skip_reason(found.rel, self.opts)
             if reason:
                 self._drop(display, "file", reason)

@@ -145,3 +145,13 @@ def test_missing_source(tmp_path: Path, target, opts: IngestOptions) -> None:
     prompt = build_prompt([tmp_path / "nope", tmp_path / "ok.txt"], target, options=opts)
     assert _ledger(prompt)[str(tmp_path / "nope")] == ("error", "not found")
     assert _ledger(prompt)["ok.txt"][0] == "included"
+
+
+def test_non_utf8_file_names(tmp_path: Path, target, opts: IngestOptions) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.txt"), "wb") as fh:
+        fh.write(b"hello\n")
+    prompt = build_prompt([root], target, options=opts)
+    (item,) = [i for i in prompt.ledger if i.kind == "file"]
+    assert item.path == "r/caf\ufffd.txt" and item.status == "included"
