@@ -36,7 +36,7 @@ def broker_config(settings: Settings) -> dict[str, Any]:
     transport = {"data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
                  "control_folder": str(folders["control"]), "store_processed": True,
                  "processed_folder": str(folders["processed"]), "polling_interval": settings.jobs_poll_s}
-    return {"broker_url": "filesystem://", "broker_transport_options": transport,
+    return {"broker_url": "filesystem://localhost//", "broker_transport_options": transport,
             "result_backend": f"file://{folders['results'].resolve()}"}
 
 

@@ -115,6 +115,9 @@ def sweep(app: Celery, store: JobStore) -> int:
                 store.finish(job_id)
                 continue
             spec, leases = store.spec(job_id), store.leases(job_id, ttl)
+            if store.documents_done(job_id) >= len(spec.documents):
+                store.finish(job_id)  # its last task died between marking done and finishing
+                continue
             for doc in range(len(spec.documents)):
                 if not store.document_done(job_id, doc) and leases.take_stale(doc):
                     log.warning("job %s document %d: its worker is gone; enqueuing it again", job_id, doc)

@@ -90,9 +90,10 @@ def embedded_worker(settings: Settings) -> Iterator[subprocess.Popen[bytes] | No
 
 
 def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM (Celery's warm shutdown), then SIGKILL the whole group if it lingers."""
+    """SIGTERM the main process (Celery's warm shutdown: running tasks finish), then SIGKILL the
+    whole group if it lingers. Never SIGTERM the pool directly: a killed pool process is a lost task."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -46,15 +46,10 @@ class Cluster:
         proc.wait()
 
     def stop_all(self) -> None:
+        from jobs.worker import stop_worker
+
         for proc in self.workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_worker(proc)
 
     def wait_done(self, job_id: str, timeout: float = 120.0) -> dict:
         from jobs.service import status
