@@ -75,6 +75,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        # Pillow clips these to 0..255 on convert: a 16-bit scan would come out white.
+        values = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16"):
+            scaled = values / 257.0
+        else:
+            lo, hi = float(values.min()), float(values.max())
+            scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+        return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
     return img.convert("RGB")
 
 

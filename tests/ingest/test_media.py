@@ -222,3 +222,18 @@ def test_media_file_limit(tmp_path, target, opts) -> None:
     status = {i.path.split("/")[-1]: (i.status, i.reason) for i in p.ledger if i.kind == "image"}
     assert [status[f"frame_{i}.gif"][0] for i in range(4)] == ["included", "included", "dropped", "dropped"]
     assert "max_media_files" in status["frame_3.gif"][1] and len(p.media) == 2
+
+
+@pytest.mark.parametrize(
+    "name,array",
+    [
+        ("deep.png", (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)),  # 16-bit grey
+        ("float.tiff", np.linspace(-3, 5, 64 * 64, dtype=np.float32).reshape(64, 64)),
+    ],
+)
+def test_high_bit_depth_images_keep_their_contrast(tmp_path, target, opts, name, array) -> None:
+    Image.fromarray(array).save(tmp_path / name)
+    p = build_prompt([tmp_path / name], target, options=opts)
+    (m,) = p.media
+    top, bottom = m.patches[0].mean(), m.patches[-1].mean()
+    assert top < -0.5 and bottom > 0.5  # dark to bright, not clipped to white
