@@ -141,7 +141,7 @@ class LMDBEnv:
                 metasync=False,
             )
             _check_not_truncated(env, self.path)
-            dbs = {name: env.open_db(name.encode()) for name in DB_NAMES}
+            dbs = _open_dbs(env)
             # Reader slots of killed processes pin old pages; free them before they grow the file.
             env.reader_check()
         except (lmdb.Error, OSError) as exc:
@@ -241,6 +241,16 @@ class LMDBEnv:
                 del _REGISTRY[name]
         with shared.lock.exclusive():
             shared.env.close()
+
+
+def _open_dbs(env: lmdb.Environment) -> dict:
+    """The named sub-databases; adopts a map another process grew between our open and now."""
+    for _ in range(_RETRIES):
+        try:
+            return {name: env.open_db(name.encode()) for name in DB_NAMES}
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)  # nothing of ours is open yet: safe without the shared lock
+    raise lmdb.MapResizedError("map kept changing size while opening")
 
 
 def _check_not_truncated(env: lmdb.Environment, path: Path) -> None:

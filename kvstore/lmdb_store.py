@@ -171,12 +171,12 @@ class LMDBStore:
         if self.problem:
             return [False] * len(items)
 
-        def insert_all(txn: lmdb.Transaction) -> list[bool]:
+        def insert_all(txn: lmdb.Transaction) -> list[str]:
             return [self._insert(txn, *e) for e in encoded]
 
         for attempt in range(3):
             try:
-                return self._write(insert_all)
+                outcomes = self._write(insert_all)
             except MapAtCap:
                 # Fragmented free space: the accounted bytes fit but the map does not. Free more.
                 need = sum(e[3] for e in encoded) * (attempt + 2)
@@ -184,17 +184,21 @@ class LMDBStore:
                     self._write(partial(self._evict, need=need))
                 except MapAtCap:
                     break
+            else:
+                # Counted only now: a transaction that was retried must not count twice.
+                for outcome in outcomes:
+                    self.counters[outcome] += 1
+                return [outcome != "too_large" for outcome in outcomes]
         self.counters["full"] += len(items)
         return [False] * len(items)
 
-    def _insert(self, txn: lmdb.Transaction, key: bytes, page: bytes, summ: bytes, size: int) -> bool:
+    def _insert(self, txn: lmdb.Transaction, key: bytes, page: bytes, summ: bytes, size: int) -> str:
+        """Insert one entry; returns the counter it belongs to: puts, put_existing or too_large."""
         if txn.get(key, db=self._db["pages"]) is not None:
-            self.counters["put_existing"] += 1
             self._touch(txn, key, time.time_ns())
-            return True
+            return "put_existing"
         if size > self.capacity * _LOW_WATER:
-            self.counters["too_large"] += 1
-            return False
+            return "too_large"
         used = self._meta_int(txn, b"bytes")
         if used + size > self.capacity:
             self._evict(txn, used + size - int(self.capacity * _LOW_WATER))
@@ -205,8 +209,7 @@ class LMDBStore:
         txn.put(_lru_key(now, key), b"", db=self._db["lru"])
         self._add_meta(txn, b"bytes", size)
         self._add_meta(txn, b"entries", 1)
-        self.counters["puts"] += 1
-        return True
+        return "puts"
 
     def _evict(self, txn: lmdb.Transaction, need: int) -> int:
         """Delete least recently used entries until `need` bytes are freed; returns bytes freed."""
