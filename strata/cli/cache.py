@@ -21,9 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--path", type=Path, default=None, help="store directory (STRATA_HOME/lmdb)")
         cmd.add_argument("--json", action="store_true", help="print one JSON object")
-        cmd.add_argument(
-            "--redis", action="store_true", help="also the shared Redis tier (STRATA_KV_REDIS_URL)"
-        )
+        cmd.add_argument("--redis", action="store_true", help="also the shared Redis tier (STRATA_KV_REDIS_URL)")
         if name == "verify":
             cmd.add_argument("--repair", action="store_true", help="drop what fails the checks")
         cmd.set_defaults(handler=handler)
