@@ -161,3 +161,25 @@ def test_cli_submit_status_results(cluster: Cluster, sources: list[Path], tmp_pa
     assert both.returncode == 2 and "unknown template" in both.stderr
     counts = Counter(json.loads(line)["document"] for line in lines)
     assert counts == {0: 2}
+
+
+def test_whole_worker_killed_the_restarted_one_finishes(cluster: Cluster, sources: list[Path]) -> None:
+    """The filesystem broker deleted the message when the worker took it: the lease is all that is left."""
+    questions = [f"Question {i}: what does this code compute?" for i in range(6)]
+    job_id = submit(make_spec([str(p) for p in sources[:2]], None, questions, max_new_tokens=24))
+    doc, pid = _running_lease(cluster, job_id)
+    before = {(i["document"], i["question"]): i for i in results(job_id)}
+    (worker,) = [w for w in cluster.workers if w.poll() is None]
+    cluster.kill(worker)
+    queue = cluster.home / "jobs" / "broker" / "queue"
+    # the killed document's message is gone from the queue: only its lease can bring it back
+    assert not [m for m in queue.iterdir() if f'"{job_id}-{doc}"' in m.read_text()]
+    cluster.start_worker()
+    body = cluster.wait_done(job_id)
+    assert (body["state"], body["done"], body["failed"]) == ("done", 12, 0)
+    items = results(job_id)
+    assert _keys(items) == [(d, q) for d in range(2) for q in range(6)]
+    for key, item in before.items():
+        assert items[key[0] * 6 + key[1]] == item
+    workers = {i["worker"] for i in items if i["document"] == doc}
+    assert f"{os.uname().nodename}:{pid}" in workers and len(workers) == 2
