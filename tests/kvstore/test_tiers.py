@@ -186,7 +186,11 @@ def test_threads_reading_and_writing_while_the_map_grows_and_evicts(tmp_path: Pa
     assert tiered.flush(timeout=30)
     stats = tiered.stats()
     assert stats["lmdb"]["bytes"] <= 1536 * 1024 and stats["lmdb"]["map_bytes"] > 1 * MiB
-    assert stats["writers"]["lmdb"]["failed"] == 0 and stats["lmdb"]["evicted"] > 0
+    assert stats["writers"]["lmdb"]["failed"] == 0
+    # Under load the writer may skip pages (its queue is bounded by design); eviction is owed
+    # only once more than the capacity was written. 16 KiB is every page's smallest size.
+    if stats["writers"]["lmdb"]["written"] * 16 * 1024 > 1536 * 1024:
+        assert stats["lmdb"]["evicted"] > 0
     assert stats["lmdb"]["puts"] == stats["writers"]["lmdb"]["written"]
     report = lmdb.verify()
     assert report["corrupt"] == 0 and report["stale_lru"] == 0 and report["orphans"] == 0
