@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     how = s.add_mutually_exclusive_group(required=True)
     how.add_argument("--questions", type=Path, metavar="FILE", help="one question per line")
     how.add_argument("--template", help="overview, security-review or summarise-each")
-    s.add_argument("--tenant", default="")
+    s.add_argument("--tenant", default=None,
+                   help="whose documents (default: STRATA_LOCAL_TENANT with --document, else none)")
     s.add_argument("--max-new-tokens", type=int, default=128)
     s.add_argument("--citations", type=int, default=5)
     s.add_argument("--budget", type=int, default=None, help="token budget for each document's material")
@@ -56,10 +57,12 @@ def read_questions(path: Path) -> list[str]:
 def submit_command(args: argparse.Namespace) -> int:
     from jobs.service import submit
     from jobs.spec import make_spec
+    from strata.settings import get_settings
 
     questions = read_questions(args.questions) if args.questions else None
+    tenant = args.tenant if args.tenant is not None else (get_settings().local_tenant if args.document else "")
     spec = make_spec([str(Path(s).resolve()) for s in args.sources], args.document, questions, args.template,
-                     tenant=args.tenant, max_new_tokens=args.max_new_tokens, max_citations=args.citations,
+                     tenant=tenant, max_new_tokens=args.max_new_tokens, max_citations=args.citations,
                      budget=args.budget)
     job_id = submit(spec)
     if args.json:
