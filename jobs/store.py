@@ -5,6 +5,7 @@ Layout of one job (every write is atomic: a temporary file, then a rename or a h
     <id>/spec.json            the JobSpec
     <id>/meta.json            created_at
     <id>/items/<d>-<q>.json   one result per (document d, question q), written once: the first wins
+    <id>/failed/<d>-<q>       that result is an error
     <id>/done/<d>             document d has a result for every question
     <id>/leases/<d>           who is working on document d (see jobs.lease)
     <id>/cancelled            the job was cancelled
@@ -60,7 +61,7 @@ class JobStore:
         """Persist a new job and mark it active; returns its id."""
         job_id = uuid.uuid4().hex
         d = self.root / job_id
-        for sub in ("items", "done", "leases"):
+        for sub in ("items", "failed", "done", "leases"):
             (d / sub).mkdir(parents=True)
         write_atomic(d / "spec.json", spec.model_dump_json().encode())
         write_atomic(d / "meta.json", json.dumps({"created_at": time.time()}).encode())
@@ -100,8 +101,11 @@ class JobStore:
     # -- results --------------------------------------------------------------------------------
     def put_item(self, job_id: str, doc: int, question: int, record: dict[str, Any]) -> bool:
         """Store the result of (doc, question) unless one is already stored; True when this call did."""
-        path = self.job_dir(job_id) / "items" / f"{doc}-{question}.json"
-        return write_once(path, json.dumps(record, default=str).encode())
+        d = self.job_dir(job_id)
+        written = write_once(d / "items" / f"{doc}-{question}.json", json.dumps(record, default=str).encode())
+        if written and record.get("error"):
+            (d / "failed" / f"{doc}-{question}").touch()  # counted by status without reading results
+        return written
 
     def has_item(self, job_id: str, doc: int, question: int) -> bool:
         return (self.job_dir(job_id) / "items" / f"{doc}-{question}.json").exists()
@@ -129,7 +133,7 @@ class JobStore:
         """State (queued | running | done | cancelled), progress and failures, from the files alone."""
         spec, d = self.spec(job_id), self.job_dir(job_id)
         done = self.item_count(job_id)
-        failed = sum(1 for r in self.items(job_id) if r.get("error"))
+        failed = sum(1 for _ in (d / "failed").iterdir())
         if self.cancelled(job_id):
             state = "cancelled"
         elif self.documents_done(job_id) >= len(spec.documents):
