@@ -85,10 +85,10 @@ def main() -> int:
         warmup = tmp / "warmup.txt"
         warmup.write_text("A short note used to warm the worker up.\n")
         runs: dict[bool, list[dict]] = {False: [], True: []}
-        for r in range(args.rounds):  # interleaved, so load from elsewhere hits both modes alike
+        for n in range(args.rounds):  # interleaved, so load from elsewhere hits both modes alike
             for cache in (False, True):
                 runs[cache].append(run_mode(model, args.document, warmup, questions, cache, args,
-                                            tmp / f"round{r}"))
+                                            tmp / f"round{n}"))
         rows = {cache: {k: statistics.median(run[k] for run in rs) for k in rs[0]} for cache, rs in runs.items()}
     print(f"model {model.name if args.model else 'tiny MODEL1 (tests)'}; document {args.document} "
           f"({rows[True]['prompt_tokens']} prompt tokens); {args.questions} questions; "
