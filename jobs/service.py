@@ -73,9 +73,13 @@ def results(job_id: str, tenant: str | None = None, settings: Settings | None = 
 
 
 def cancel(job_id: str, tenant: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    """Stop the job: queued documents are revoked, running ones stop after their current question."""
+    """Stop the job: queued documents are revoked, running ones stop after their current question.
+
+    A finished job stays finished (cancelling it changes nothing)."""
     store = _store(settings)
     spec = _owned(store, job_id, tenant)
+    if store.status(job_id)["state"] == "done":
+        return store.status(job_id)
     store.cancel(job_id)
     app = get_app(settings)
     try:

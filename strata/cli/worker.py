@@ -12,6 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Concurrency is in processes; each loads its own engine and answers one document "
                     "at a time, so N processes hold N copies of the model and split the cores.")
     p.add_argument("--model", type=Path, default=None, help="checkpoint directory (default: STRATA_MODEL)")
+    p.add_argument("--weights", choices=("auto", "fp8", "bf16", "fp32"), default=None,
+                   help="weight format (default: STRATA_WEIGHTS, auto)")
     p.add_argument("--concurrency", type=int, default=None,
                    help="worker processes (default: STRATA_JOBS_CONCURRENCY, 1)")
     p.add_argument("--loglevel", default="INFO")
@@ -21,7 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def worker_command(args: argparse.Namespace) -> int:
+    import os
+
     from jobs.worker import run_worker
+    from strata.settings import get_settings
+
+    if args.weights:
+        os.environ["STRATA_WEIGHTS"] = args.weights  # the pool processes read it when they load the engine
+        get_settings.cache_clear()
 
     run_worker(args.model, args.concurrency, args.loglevel, args.name, args.parent_pid)
     return 0

@@ -72,6 +72,8 @@ def test_job_over_uploaded_documents(server: Server) -> None:
         for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/results"):
             assert bob.get(path).status_code == 404  # another tenant's job does not exist
         assert bob.delete(f"/v1/jobs/{job_id}").status_code == 404
+        finished = alice.delete(f"/v1/jobs/{job_id}")  # cancelling a finished job changes nothing
+        assert finished.status_code == 200 and finished.json()["state"] == "done"
 
 
 def test_bad_jobs_are_refused(server: Server) -> None:
