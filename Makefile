@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-runtime
+.PHONY: demo test lint bench
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -18,3 +18,8 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Benchmarks print ratios measured side by side in one run; see docs/ for the tables.
+bench: $(STAMP)
+	$(BIN)/python bench/runtime.py --quick
+	$(BIN)/python bench/prefix_cache.py --lengths 8192
