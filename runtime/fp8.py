@@ -256,7 +256,7 @@ def _linear_cuda(
     shapes_ok = x2.shape[1] % 128 == 0 and w.shape[0] % 128 == 0
     if block == (128, 128) and shapes_ok and _SCALED_MM_OK.get(x2.device.index, True):
         try:
-            xs = x2.float().view(x2.shape[0], -1, 128)
+            xs = x2.float().reshape(x2.shape[0], -1, 128)
             x_scale = (xs.abs().amax(-1).clamp_min(1e-12) / FP8_MAX).contiguous()
             xq = (xs / x_scale[..., None]).view_as(x2).to(FP8_DTYPE)
             y = torch._scaled_mm(xq, w.t(), scale_a=x_scale, scale_b=s.t(), out_dtype=torch.bfloat16)
@@ -287,7 +287,8 @@ def fp8_linear(
         raise TypeError(f"FP8 linear takes fp32 or bf16 activations, got {x.dtype}")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    weight = weight if weight.is_contiguous() else weight.contiguous()
+    weight = weight.contiguous()  # no-ops for tensors FP8Linear built; loaders may hand in views
+    scale_inv = scale_inv.float().contiguous()
     if x.device.type == "cuda":
         y = _linear_cuda(x2, weight, scale_inv, bias, block)
     else:
