@@ -8,6 +8,7 @@ Layout of one job (every write is atomic: a temporary file, then a rename or a h
     <id>/failed/<d>-<q>       that result is an error
     <id>/done/<d>             document d has a result for every question
     <id>/leases/<d>           who is working on document d (see jobs.lease)
+    <id>/attempts/<d>.{begun,ended}  one byte per attempt at document d begun / ended cleanly
     <id>/cancelled            the job was cancelled
     active/<id>               the job is neither finished nor cancelled (what the sweeper scans)
 """
@@ -49,6 +50,13 @@ def write_once(path: Path, data: bytes) -> bool:
         tmp.unlink()
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 class JobStore:
     """Jobs under one root (settings.home / "jobs"); shared by the API, the CLI and the workers."""
 
@@ -61,7 +69,7 @@ class JobStore:
         """Persist a new job and mark it active; returns its id."""
         job_id = uuid.uuid4().hex
         d = self.root / job_id
-        for sub in ("items", "failed", "done", "leases"):
+        for sub in ("items", "failed", "done", "leases", "attempts"):
             (d / sub).mkdir(parents=True)
         write_atomic(d / "spec.json", spec.model_dump_json().encode())
         write_atomic(d / "meta.json", json.dumps({"created_at": time.time()}).encode())
@@ -118,6 +126,19 @@ class JobStore:
 
     def item_count(self, job_id: str) -> int:
         return sum(1 for _ in (self.job_dir(job_id) / "items").glob("[0-9]*-[0-9]*.json"))
+
+    def begin_attempt(self, job_id: str, doc: int) -> int:
+        """Count an attempt at `doc`; returns how many earlier attempts never ended (their process died)."""
+        folder = self.job_dir(job_id) / "attempts"
+        begun, ended = folder / f"{doc}.begun", folder / f"{doc}.ended"
+        unclean = _size(begun) - _size(ended)
+        with open(begun, "ab") as f:  # O_APPEND: one byte per attempt, never torn
+            f.write(b".")
+        return unclean
+
+    def end_attempt(self, job_id: str, doc: int) -> None:
+        with open(self.job_dir(job_id) / "attempts" / f"{doc}.ended", "ab") as f:
+            f.write(b".")
 
     def mark_document_done(self, job_id: str, doc: int) -> None:
         (self.job_dir(job_id) / "done" / str(doc)).touch()

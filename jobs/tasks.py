@@ -19,7 +19,7 @@ from celery import Celery, Task
 from celery.signals import task_received, worker_ready, worker_shutdown
 
 from jobs.store import JobStore
-from jobs.work import Transient, answer_document
+from jobs.work import Transient, answer_document, fail_pending, worker_lost
 from strata.errors import NotFound
 from strata.settings import get_settings
 
@@ -62,14 +62,21 @@ def run_document(self: Task, job_id: str, doc: int) -> dict[str, Any]:
     def progress(done: int, total: int) -> None:
         self.update_state(state="PROGRESS", meta={"job": job_id, "document": doc, "done": done, "total": total})
 
+    crashes = store.begin_attempt(job_id, doc)
     try:
-        with leases.heartbeat(doc):
-            written = answer_document(store, job_id, doc, final, progress)
+        if crashes >= settings.jobs_max_crashes:  # a poison input that kills its process: stop retrying it
+            log.warning("job %s document %d: its process died %d times; failing the rest", job_id, doc, crashes)
+            written = fail_pending(store, job_id, doc, worker_lost(crashes))
+        else:
+            with leases.heartbeat(doc):
+                written = answer_document(store, job_id, doc, final, progress)
     except Transient as exc:
         leases.mark_retrying(doc, self.request.id)
         log.warning("job %s document %d: transient error, retry %d: %s", job_id, doc,
                     self.request.retries + 1, exc)
         raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=None) from exc
+    finally:
+        store.end_attempt(job_id, doc)  # never reached when the process dies: that is the count
     if not store.cancelled(job_id):
         _finish_document(store, job_id, doc)
     leases.release(doc)

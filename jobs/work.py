@@ -95,6 +95,18 @@ def _fail(store: JobStore, job_id: str, spec: JobSpec, doc: int, pending: list[i
     return sum(store.put_item(job_id, doc, q, _record(spec, doc, q, error)) for q in pending)
 
 
+def fail_pending(store: JobStore, job_id: str, doc: int, error: dict[str, Any]) -> int:
+    """Give every unanswered question of `doc` this error; returns how many results were written."""
+    spec = store.spec(job_id)
+    pending = [q for q in range(len(spec.questions)) if not store.has_item(job_id, doc, q)]
+    return _fail(store, job_id, spec, doc, pending, error)
+
+
+def worker_lost(crashes: int) -> dict[str, Any]:
+    return {"error": {"type": "worker_lost", "message": f"the worker process died {crashes} times while "
+                      "answering this document (an input that crashes it?); its other questions were not asked"}}
+
+
 def answer_document(store: JobStore, job_id: str, doc: int, final: bool, progress: Progress) -> int:
     """Answer every question of `doc` not yet answered; returns how many results this call wrote.
 

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     jobs_lease_s: float = Field(default=60.0, gt=0)  # a document task silent this long is presumed dead
     jobs_sweep_s: float = Field(default=15.0, gt=0)  # how often a worker looks for dead document tasks
     jobs_max_retries: int = Field(default=5, ge=0)  # retries of a document task after a transient error
+    jobs_max_crashes: int = Field(default=3, gt=0)  # a document whose process died this often fails its rest
     jobs_retry_backoff_s: float = Field(default=2.0, ge=0)  # first retry delay; doubles per retry
     jobs_retry_backoff_max_s: float = Field(default=60.0, ge=0)
     jobs_visibility_timeout_s: int = Field(default=3600, gt=0)  # Redis: unacked message redelivery

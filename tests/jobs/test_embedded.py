@@ -128,6 +128,38 @@ def test_pool_process_killed_mid_document_is_requeued(cluster: Cluster, sources:
     assert progress["state"] == "PROGRESS" and 1 <= progress["done"] < progress["total"] == 6, progress
 
 
+def _lease_pid(cluster: Cluster, job_id: str, doc: int, not_in: set[int]) -> int:
+    path = cluster.home / "jobs" / job_id / "leases" / str(doc)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            lease = json.loads(path.read_text())
+        except (OSError, ValueError):
+            lease = {}
+        if lease.get("state") == "running" and lease["pid"] not in not_in:
+            return int(lease["pid"])
+        time.sleep(0.02)
+    raise AssertionError(f"document {doc} was not started again")
+
+
+def test_a_document_that_keeps_killing_its_process_fails_alone(cluster: Cluster, sources: list[Path]) -> None:
+    """Requeued after every crash (reject_on_worker_lost) until jobs_max_crashes; then its items fail."""
+    questions = [f"Question {i}: what does this code compute?" for i in range(6)]
+    job_id = submit(make_spec([str(p) for p in sources[:2]], None, questions, max_new_tokens=24))
+    killed: set[int] = set()
+    for _ in range(3):  # STRATA_JOBS_MAX_CRASHES defaults to 3
+        pid = _lease_pid(cluster, job_id, 0, killed)
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+    body = cluster.wait_done(job_id)
+    items = results(job_id)
+    lost = [i for i in items if i.get("error")]
+    assert body["state"] == "done" and body["done"] == 12 and body["failed"] == len(lost) > 0
+    assert all(i["document"] == 0 and i["error"]["type"] == "worker_lost" for i in lost)
+    assert "died 3 times" in lost[0]["error"]["message"]
+    assert all(i["answer"] for i in items if i["document"] == 1)
+
+
 def test_cancel_stops_the_job(cluster: Cluster, sources: list[Path]) -> None:
     questions = [f"Question {i}?" for i in range(8)]
     job_id = submit(make_spec([str(p) for p in sources], None, questions, max_new_tokens=16))
