@@ -14,9 +14,6 @@ from celery import Celery
 
 from strata.settings import Settings, get_settings
 
-QUEUE = "strata-jobs"
-RUN_DOCUMENT = "strata.jobs.run_document"
-
 
 def jobs_root(settings: Settings) -> Path:
     return settings.home / "jobs"
@@ -48,7 +45,7 @@ def make_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # a worker holds only the documents it is answering
-        task_default_queue=QUEUE,
+        task_default_queue=settings.jobs_queue,  # deployments sharing a Redis keep their own queue
         task_serializer="json", result_serializer="json", accept_content=["json"],
         task_track_started=True,
         broker_connection_retry_on_startup=True,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobs.app import QUEUE, get_app
+from jobs.app import get_app
 from strata.errors import ConfigError
 from strata.settings import Settings, get_settings
 
@@ -32,10 +32,10 @@ def _use_model(model: Path | None) -> Path:
     return Path(chosen)
 
 
-def worker_argv(concurrency: int, loglevel: str = "INFO", name: str | None = None) -> list[str]:
+def worker_argv(concurrency: int, queue: str, loglevel: str = "INFO", name: str | None = None) -> list[str]:
     name = name or f"strata-{uuid.uuid4().hex[:8]}@%h"
     return ["worker", f"--concurrency={concurrency}", "--pool=prefork", f"--loglevel={loglevel}",
-            f"--hostname={name}", f"--queues={QUEUE}", "--without-gossip", "--without-mingle"]
+            f"--hostname={name}", f"--queues={queue}", "--without-gossip", "--without-mingle"]
 
 
 def run_worker(model: Path | None, concurrency: int | None = None, loglevel: str = "INFO",
@@ -50,7 +50,7 @@ def run_worker(model: Path | None, concurrency: int | None = None, loglevel: str
         # Each pool process runs its own engine: share the cores out instead of oversubscribing.
         os.environ["STRATA_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
         get_settings.cache_clear()
-    get_app().worker_main(worker_argv(n, loglevel, name))
+    get_app().worker_main(worker_argv(n, get_settings().jobs_queue, loglevel, name))
 
 
 def spawn_worker(model: Path | None = None, concurrency: int | None = None,

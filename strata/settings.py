@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     jobs_max_questions: int = Field(default=200, gt=0)
     jobs_max_new_tokens: int = Field(default=512, gt=0)
     jobs_concurrency: int = Field(default=1, gt=0)  # worker processes, one engine each
+    jobs_queue: str = Field(default="strata-jobs", pattern=r"^[A-Za-z0-9_.-]{1,100}$")  # one per deployment
     jobs_embedded: bool = True  # `strata serve` without Redis starts its own worker process
     jobs_allow_local_sources: bool = False  # POST /v1/jobs may name server-side paths (trusted setups only)
 

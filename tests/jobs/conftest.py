@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def make_cluster(tmp: Path, model: Path, redis_url: str | None, **extra: str) -> Iterator[Cluster]:
     env = {"STRATA_HOME": str(tmp / "home"), "STRATA_JOBS_LEASE_S": "3", "STRATA_JOBS_SWEEP_S": "0.5",
            "STRATA_JOBS_RETRY_BACKOFF_S": "0.2", "STRATA_JOBS_POLL_S": "0.05", "STRATA_THREADS": "1",
+           "STRATA_JOBS_QUEUE": f"strata-jobs-test-{uuid.uuid4().hex[:8]}",  # never a shared Redis's real queue
            **extra}
     if redis_url:
         env["STRATA_REDIS_URL"] = redis_url
