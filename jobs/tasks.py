@@ -1,22 +1,20 @@
-"""The Celery side: the per-document task, its leases, retries, and the sweeper that redoes dead work.
+"""The Celery side: the per-document task, with its lease, retries and crash count.
 
 One task per (job, document) loops over the document's questions (prefix reuse). Its task id is
 "<job>-<doc>", so a cancel can revoke it by name. Recovery has three layers: acks_late with
 reject_on_worker_lost requeues a task whose pool process died; Redis redelivers an unacked message
-after the visibility timeout; and every worker sweeps active jobs for documents whose lease went
-stale (a whole worker SIGKILLed: the filesystem broker has already deleted its message) and
-enqueues them again. Duplicates are harmless: results are written once per (job, doc, question).
+after the visibility timeout; and every worker's sweeper (jobs.sweeper) enqueues again documents
+whose lease went stale or whose message vanished. Duplicates are harmless: results are written
+once per (job, doc, question).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import task_received, worker_ready, worker_shutdown
+from celery.signals import task_received
 
 from jobs.store import JobStore
 from jobs.work import Transient, answer_document, fail_pending, worker_lost
@@ -25,7 +23,6 @@ from strata.settings import get_settings
 
 log = logging.getLogger("strata.jobs")
 RUN_DOCUMENT = "strata.jobs.run_document"
-PROCESSED_KEEP_S = 600.0  # embedded broker: taken messages kept this long, then pruned
 
 
 def task_id(job_id: str, doc: int) -> str:
@@ -94,10 +91,12 @@ def _finish_document(store: JobStore, job_id: str, doc: int) -> None:
 
 
 def register(app: Celery) -> None:
+    from jobs import sweeper  # noqa: F401 - connects the sweeper to the worker's signals
+
     app.task(name=RUN_DOCUMENT, bind=True, acks_late=True, reject_on_worker_lost=True)(run_document)
 
 
-# -- worker main process: note received tasks, sweep for dead ones -------------------------------
+# -- worker main process: note received tasks (the sweeper, jobs.sweeper, watches the leases) ------
 @task_received.connect
 def _on_received(request: Any = None, **_: Any) -> None:
     """The worker took the message: lease the document so its loss is noticed if this worker dies."""
@@ -108,64 +107,3 @@ def _on_received(request: Any = None, **_: Any) -> None:
         job_store().leases(job_id, get_settings().jobs_lease_s).reserve(int(doc), request.id)
     except (NotFound, OSError):
         pass
-
-
-_stop = threading.Event()
-
-
-def sweep(app: Celery, store: JobStore) -> int:
-    """Enqueue again every unfinished document whose lease is stale; returns how many."""
-    ttl, sent = get_settings().jobs_lease_s, 0
-    for job_id in store.active():
-        try:
-            if store.cancelled(job_id):
-                store.finish(job_id)
-                continue
-            spec, leases = store.spec(job_id), store.leases(job_id, ttl)
-            if store.documents_done(job_id) >= len(spec.documents):
-                store.finish(job_id)  # its last task died between marking done and finishing
-                continue
-            for doc in range(len(spec.documents)):
-                if not store.document_done(job_id, doc) and leases.take_stale(doc):
-                    log.warning("job %s document %d: its worker is gone; enqueuing it again", job_id, doc)
-                    enqueue(app, job_id, doc)
-                    sent += 1
-        except (NotFound, OSError) as exc:
-            log.warning("sweep of job %s: %s", job_id, exc)
-    return sent
-
-
-def _prune_processed(app: Celery) -> None:
-    folder = app.conf.broker_transport_options.get("processed_folder")
-    if not folder:
-        return
-    from pathlib import Path
-
-    cutoff = time.time() - PROCESSED_KEEP_S
-    for p in Path(folder).iterdir():
-        try:
-            if p.stat().st_mtime < cutoff:
-                p.unlink()
-        except OSError:
-            pass
-
-
-def _sweeper(app: Celery) -> None:
-    store = job_store()
-    while not _stop.wait(get_settings().jobs_sweep_s):
-        try:
-            sweep(app, store)
-            _prune_processed(app)
-        except Exception:  # the sweeper must outlive any one bad pass
-            log.exception("job sweep failed")
-
-
-@worker_ready.connect
-def _start_sweeper(sender: Any = None, **_: Any) -> None:
-    _stop.clear()
-    threading.Thread(target=_sweeper, args=(sender.app,), name="strata-sweeper", daemon=True).start()
-
-
-@worker_shutdown.connect
-def _stop_sweeper(**_: Any) -> None:
-    _stop.set()

@@ -225,3 +225,18 @@ def test_whole_worker_killed_the_restarted_one_finishes(cluster: Cluster, source
         assert items[key[0] * 6 + key[1]] == item
     workers = {i["worker"] for i in items if i["document"] == doc}
     assert f"{os.uname().nodename}:{pid}" in workers and len(workers) == 2
+
+
+def test_a_message_taken_by_a_worker_that_died_before_leasing_is_sent_again(cluster: Cluster,
+                                                                           sources: list[Path]) -> None:
+    (worker,) = [w for w in cluster.workers if w.poll() is None]
+    cluster.kill(worker)
+    job_id = submit(make_spec([str(sources[3])], None, ["What?", "Why?"], max_new_tokens=4))
+    queue = cluster.home / "jobs" / "broker" / "queue"
+    (message,) = [m for m in queue.iterdir() if f'"{job_id}-0"' in m.read_text()]
+    message.unlink()  # what taking it does on the file broker; that worker never leased the document
+    cluster.start_worker()
+    body = cluster.wait_done(job_id, timeout=60)
+    assert (body["state"], body["done"], body["failed"]) == ("done", 2, 0)
+    log = (cluster.home / f"worker-{len(cluster.workers) - 1}.log").read_text()
+    assert f"job {job_id} document 0: its message was taken by a worker that died" in log
