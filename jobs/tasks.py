@@ -77,9 +77,9 @@ def run_document(self: Task, job_id: str, doc: int) -> dict[str, Any]:
     if not store.cancelled(job_id):
         _finish_document(store, job_id, doc)
     leases.release(doc)
-    done = sum(store.has_item(job_id, doc, q) for q in range(len(store.spec(job_id).questions)))
-    return {"job": job_id, "document": doc, "written": written, "done": done,
-            "total": len(store.spec(job_id).questions)}
+    total = len(store.spec(job_id).questions)
+    done = sum(store.has_item(job_id, doc, q) for q in range(total))
+    return {"job": job_id, "document": doc, "written": written, "done": done, "total": total}
 
 
 def _finish_document(store: JobStore, job_id: str, doc: int) -> None:

@@ -136,7 +136,7 @@ def answer_document(store: JobStore, job_id: str, doc: int, final: bool, progres
             raise Transient(str(exc)) from exc
         return _fail(store, job_id, spec, doc, pending, _error(exc, final))
     params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
-    for q in pending:
+    for n, q in enumerate(pending, start=total - len(pending) + 1):
         if store.cancelled(job_id):
             break
         try:
@@ -147,5 +147,5 @@ def answer_document(store: JobStore, job_id: str, doc: int, final: bool, progres
                 raise Transient(str(exc)) from exc
             body = _error(exc, final)
         written += store.put_item(job_id, doc, q, _record(spec, doc, q, body))
-        progress(total - len(pending) + pending.index(q) + 1, total)
+        progress(n, total)
     return written
