@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -140,3 +145,40 @@ def test_sparse_without_a_persistent_tier_holds_every_page(model, home, monkeypa
     out = eng.run(prompt(), SamplingParams(max_new_tokens=4, ignore_eos=True))
     assert out.extra["fetched_pages"] == 0
     eng.close()
+
+
+def test_cli_reports_the_sparse_run(model, home) -> None:
+    text = "a long question about everything in the material " * 40
+    (home.parent / "prompt.txt").write_text(text)
+    env = {**os.environ, "STRATA_HOME": str(home), "STRATA_PAGE_SIZE": str(PAGE), "STRATA_KV_HOST_BYTES": "0",
+           "STRATA_PREFILL_CHUNK": str(CHUNK)}
+    cmd = [sys.executable, "-m", "strata", "generate", "--model", str(model), "--prompt-file",
+           str(home.parent / "prompt.txt"), "--max-new-tokens", "4", "--weights", "fp32", "--json",
+           "--attention-budget", str(BUDGET)]
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout))
+    cold, warm = runs
+    assert cold["attention_budget"] == BUDGET and cold["cached_tokens"] == 0
+    assert warm["cached_tokens"] > 0 and warm["token_ids"] == cold["token_ids"]
+    assert {"device", "host", "summaries"} <= set(warm["kv_peak_bytes"])
+    assert warm["ttft_s"] > 0 and warm["decode_tokens_per_s"] > 0
+
+
+def test_attention_mass_recall_beats_the_selected_share(model) -> None:
+    """On a tiny model made to attend sharply (q and k scaled), the selection finds mass by its bound."""
+    from runtime.sparse_quality import compare
+
+    eng = engine(model, budget=0)
+    with torch.no_grad():
+        for layer in eng.model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(3.0)
+            layer.self_attn.k_proj.weight.mul_(3.0)
+    ids = prompt(800)
+    q = compare(eng, ids, steps=3, budget=BUDGET)
+    share = q.selected_tokens / len(ids)
+    assert 0.0 < q.recall_p10 <= q.recall_mean <= q.oracle_mean + 1e-5 <= 1.0 + 1e-5
+    assert q.recall_mean > 1.3 * share  # better than attending a random set of as many pages
+    assert 0.0 <= q.agreement <= 1.0
