@@ -304,7 +304,9 @@ class Engine:
     def _sparse_stats(kv: KVCache) -> dict[str, Any]:
         if not isinstance(kv, SparseKVCache):
             return {}
-        return {"attention_budget": kv.policy.budget, "fetched_pages": kv.fetched_pages}
+        # fetched: pages taken back for attention (from the pool's cache or a tier); loaded: from a tier
+        return {"attention_budget": kv.policy.budget, "fetched_pages": kv.fetched_pages,
+                "loaded_pages": int(getattr(kv.source, "loaded", 0))}
 
     # -- seams for the prefix cache (kvstore) -------------------------------------------------
     def kv_stats(self) -> dict[str, int]:

@@ -109,7 +109,7 @@ def test_pages_served_from_lmdb_give_the_same_tokens(model, home, monkeypatch) -
     assert small.pool.max_pages == 40
     offloaded = small.run(ids, params)
     assert offloaded.token_ids == resident.token_ids
-    assert offloaded.extra["fetched_pages"] > 0
+    assert offloaded.extra["fetched_pages"] >= offloaded.extra["loaded_pages"] > 0
     assert offloaded.extra["kv_peak_bytes"]["device"] <= 40 * PAGE_BYTES
     assert small.store.stats()["lmdb"]["hits"] > 0  # evicted pages really came back from disk
     small.close()
