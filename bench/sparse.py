@@ -52,17 +52,18 @@ def demo_model(path: str | None) -> str:
     return str(out)
 
 
-def quality(model: str, length: int, steps: int, budget: int, radius_weight: float) -> dict:
+def quality(model: str, length: int, steps: int, budget: int, radius_weight: float, timing: bool) -> dict:
     from runtime import Engine
     from runtime.sparse_quality import compare
 
     engine = Engine.from_pretrained(model, cache=False, attention_budget=0)
     ids = prompt_ids(length, engine.tokenizer.get_vocab_size())[:length]
-    q = compare(engine, ids, steps, budget, radius_weight)
+    q = compare(engine, ids, steps, budget, radius_weight, timing)
     return {"bench": "quality", "length": length, "budget": budget, "radius_weight": radius_weight,
             "steps": q.steps, "top1_agreement": round(q.agreement, 4), "recall_mean": round(q.recall_mean, 4),
             "recall_p10": round(q.recall_p10, 4), "oracle_recall_mean": round(q.oracle_mean, 4),
-            "selected_tokens": q.selected_tokens, "selected_share": round(q.selected_tokens / length, 4)}
+            "selected_tokens": q.selected_tokens, "selected_share": round(q.selected_tokens / length, 4),
+            "timing": timing, "dense_decode_ms": round(q.dense_ms, 1), "sparse_decode_ms": round(q.sparse_ms, 1)}
 
 
 def one_run(model: str, home: str, n: int, budget: int, question: int, new_tokens: int) -> dict:
@@ -137,6 +138,8 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=32768, help="quality: context length")
     parser.add_argument("--steps", type=int, default=64, help="quality: decode steps")
     parser.add_argument("--radius-weight", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--timing", action="store_true",
+                        help="quality: time dense and sparse decode steps back to back (recall not measured)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[8192, 131072], help="scale: lengths")
     parser.add_argument("--new-tokens", type=int, default=16, help="scale: decode steps per run")
     parser.add_argument("--dense-max", type=int, default=32768, help="scale: dense decode up to this length")
@@ -147,7 +150,7 @@ def main() -> None:
     model = demo_model(args.model)
     if args.part in ("quality", "all"):
         for weight in args.radius_weight:
-            print(json.dumps(quality(model, args.length, args.steps, args.budget, weight)), flush=True)
+            print(json.dumps(quality(model, args.length, args.steps, args.budget, weight, args.timing)), flush=True)
     if args.part in ("scale", "all"):
         for n in args.lengths:
             print(json.dumps(scale(model, n, args.budget, args.new_tokens, n <= args.dense_max)), flush=True)

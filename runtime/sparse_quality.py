@@ -10,6 +10,8 @@ tokens, so one early disagreement does not derail the rest):
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ class RecallProbe(SparseKVCache):
         self.recalls: list[torch.Tensor] = []  # one [Hq] tensor per sparse decode query and layer
         self.oracle: list[torch.Tensor] = []  # the same for the best pages by true mass (the ceiling)
         self._last: Selection | None = None
+        self.measure = True  # off: decode as plain SparseKVCache does (for timing side by side)
 
     def _select(self, layer: int, q: torch.Tensor, past: int) -> Selection:
         self._last = super()._select(layer, q, past)
@@ -36,7 +39,7 @@ class RecallProbe(SparseKVCache):
     def _attend_segment(self, layer: int, q: torch.Tensor, past: int, own_k: torch.Tensor,
                         own_v: torch.Tensor, scale: float) -> torch.Tensor:
         out = super()._attend_segment(layer, q, past, own_k, own_v, scale)
-        if q.shape[0] == 1 and self.policy.is_sparse(past) and self._last is not None:
+        if self.measure and q.shape[0] == 1 and self.policy.is_sparse(past) and self._last is not None:
             recall, oracle = self._recall(layer, q, past, own_k, scale, self._last)
             self.recalls.append(recall)
             self.oracle.append(oracle)
@@ -71,11 +74,17 @@ class Quality:
     recall_p10: float  # ... its 10th percentile over (step, layer, query head)
     oracle_mean: float  # the recall of the heaviest pages by true mass, as many as selected
     selected_tokens: int  # positions one query attends at most (sink + window + budget + own page)
+    dense_ms: float = 0.0  # median decode step, dense (with timing=True: measured interleaved)
+    sparse_ms: float = 0.0  # ... and sparse, the recall probe off
 
 
 def compare(engine: Any, ids: list[int], steps: int, budget: int,
-            radius_weight: float = 1.0) -> Quality:
-    """Prefill `ids` densely once, then decode `steps` tokens dense and sparse side by side."""
+            radius_weight: float = 1.0, timing: bool = False) -> Quality:
+    """Prefill `ids` densely once, then decode `steps` tokens dense and sparse side by side.
+
+    With `timing`, the recall probe is off and each step's dense and sparse decodes are timed
+    back to back, so a busy machine slows both alike.
+    """
     page = engine.layout.page_size
     limit = engine.config.max_position_embeddings
     probe = RecallProbe(engine.pool, limit, SparsePolicy(0, page))
@@ -85,10 +94,14 @@ def compare(engine: Any, ids: list[int], steps: int, budget: int,
         engine.pool.share(probe.page_ids)
         dense.page_ids, dense.length, dense.tail = list(probe.page_ids), probe.length, probe.tail.clone()
         probe.policy = SparsePolicy(budget, page, radius_weight=radius_weight)
-        token, agree = int(logits[-1].argmax()), 0
+        probe.measure = not timing
+        token, agree, times = int(logits[-1].argmax()), 0, []
         for _ in range(steps):
+            t0 = time.perf_counter()
             want = engine.decode_step(dense, token)[-1]
+            t1 = time.perf_counter()
             got = engine.decode_step(probe, token)[-1]
+            times.append((t1 - t0, time.perf_counter() - t1))
             agree += int(want.argmax() == got.argmax())
             token = int(want.argmax())
     finally:
@@ -96,5 +109,6 @@ def compare(engine: Any, ids: list[int], steps: int, budget: int,
         probe.release()
     recalls = torch.cat(probe.recalls) if probe.recalls else torch.ones(1)
     oracle = torch.cat(probe.oracle) if probe.oracle else torch.ones(1)
+    dense_ms, sparse_ms = (statistics.median(t) * 1000 for t in zip(*times, strict=True))
     return Quality(steps, agree / steps, float(recalls.mean()), float(recalls.quantile(0.1)),
-                   float(oracle.mean()), probe.policy.max_pages * page + page)
+                   float(oracle.mean()), probe.policy.max_pages * page + page, dense_ms, sparse_ms)
