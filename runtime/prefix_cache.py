@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from kvstore.keys import chain_digests, chain_keys, root_key
+from kvstore.keys import chain_pages, root_key
 from kvstore.tiers import TieredStore, open_store
 from runtime.kv import STORAGE_DTYPES, KVCache, PagePool
 from runtime.offload import Persistence, StoredPages
@@ -137,8 +137,8 @@ class PrefixCache:
         if tenant:
             salt = hashlib.blake2b(tenant.encode(), digest_size=16, person=b"strata-tenant").digest()
         root = root_key(self.fingerprint, self.pool.layout.storage, self.page_size, salt)
-        return SequenceKeys(chain_keys(root, ids, self.page_size, media), chain_digests(ids, self.page_size),
-                            media=list(media))
+        keys, digests = chain_pages(root, ids, self.page_size, media)  # one conversion of the ids
+        return SequenceKeys(keys, digests, media=list(media))
 
     def restore(self, kv: KVCache, keys: SequenceKeys, limit_pages: int) -> int:
         """Adopt the longest cached run of leading pages (at most `limit_pages`); tokens restored."""
