@@ -9,7 +9,7 @@ from typing import Any
 
 from strata.errors import ConfigError
 
-SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 
 @dataclass(slots=True)
@@ -46,6 +46,19 @@ class ModelConfig:
     n_shared_experts: int = 0
     first_k_dense_replace: int = 0
     routed_scaling_factor: float = 1.0
+    # DeepSeek-V2/V3: multi-head latent attention (kv_lora_rank > 0) and group-limited routing.
+    # With MLA, num_key_value_heads is 1 and head_dim is kv_lora_rank + qk_rope_head_dim: the cache
+    # holds one latent vector per position, read back as both key and value.
+    kv_lora_rank: int = 0
+    q_lora_rank: int | None = None
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    rope_interleave: bool = False
+    n_group: int = 1
+    topk_group: int = 1
+    topk_method: str = "greedy"
+    moe_layer_freq: int = 1
     # Native multimodal input (MODEL1).
     patch_size: int = 0
     num_channels: int = 3
@@ -77,6 +90,16 @@ class ModelConfig:
                               f"{self.num_experts_per_tok}")
         if self.num_experts and self.moe_intermediate_size <= 0:
             raise ConfigError("moe_intermediate_size must be positive for a mixture-of-experts model")
+
+    @property
+    def latent_kv(self) -> bool:
+        """Whether the KV cache holds MLA latents (one plane that is both key and value)."""
+        return self.kv_lora_rank > 0
+
+    @property
+    def rope_dim(self) -> int:
+        """Dimensions RoPE rotates: MLA rotates only the qk_rope_head_dim part of q and k."""
+        return self.qk_rope_head_dim or self.head_dim
 
     @property
     def num_kv_groups(self) -> int:
@@ -129,6 +152,8 @@ class ModelConfig:
         kwargs["quantization"] = raw.get("quantization_config")
         kwargs["torch_dtype"] = raw.get("dtype") or raw.get("torch_dtype")
         kwargs.update(_rope_fields(raw))
+        if raw.get("kv_lora_rank"):
+            kwargs.update(_mla_fields(raw))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in kwargs.items() if k in known})
 
@@ -147,6 +172,20 @@ class ModelConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} does not hold a JSON object")
         return cls.from_dict(raw)
+
+
+def _mla_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """DeepSeek-V2/V3 attention and routing fields; the cache sees one latent KV head."""
+    out: dict[str, Any] = {name: raw[name] for name in (
+        "kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+        "n_group", "topk_group", "topk_method", "moe_layer_freq") if raw.get(name) is not None}
+    if not raw.get("qk_rope_head_dim") or not raw.get("qk_nope_head_dim") or not raw.get("v_head_dim"):
+        raise ConfigError("an MLA config needs positive qk_rope_head_dim, qk_nope_head_dim and v_head_dim")
+    out["num_key_value_heads"] = 1
+    out["head_dim"] = int(raw["kv_lora_rank"]) + int(raw["qk_rope_head_dim"])
+    # transformers' DeepSeek-V2 always rotates interleaved pairs; V3 says so with rope_interleave.
+    out["rope_interleave"] = raw["model_type"] == "deepseek_v2" or bool(raw.get("rope_interleave", True))
+    return out
 
 
 def _rope_fields(raw: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class KVLayout:
     page_size: int
     storage: str  # "fp8" | "bf16" | "fp32"
     compute_dtype: torch.dtype
+    # MLA (DeepSeek): a page holds one plane, the latent, which attention reads as key and value.
+    shared_kv: bool = False
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE_DTYPES:
@@ -39,12 +41,17 @@ class KVLayout:
             raise ValueError("page_size must be positive")
 
     @property
+    def planes(self) -> int:
+        """Stored tensors per layer: K and V, or the one shared latent."""
+        return 1 if self.shared_kv else 2
+
+    @property
     def page_bytes(self) -> int:
-        """Bytes of one page across all layers, K and V, scales included."""
+        """Bytes of one page across all layers, K and V (or the latent), scales included."""
         elems = self.page_size * self.num_kv_heads * self.head_dim
-        per_layer = 2 * elems * STORAGE_DTYPES[self.storage].itemsize
+        per_layer = self.planes * elems * STORAGE_DTYPES[self.storage].itemsize
         if self.storage == "fp8":
-            per_layer += 2 * self.num_kv_heads * 4
+            per_layer += self.planes * self.num_kv_heads * 4
         return per_layer * self.num_layers
 
 
@@ -67,9 +74,9 @@ class PagePool:
         # Asked before an idle keyed page is dropped; False keeps it. The prefix cache answers,
         # persisting the page first if it has not reached a persistent tier yet (flush-before-evict).
         self.before_evict: Callable[[int, bytes], bool] | None = None
-        shape = (layout.num_layers, 2, 0, layout.page_size, layout.num_kv_heads, layout.head_dim)
+        shape = (layout.num_layers, layout.planes, 0, layout.page_size, layout.num_kv_heads, layout.head_dim)
         self.data = torch.empty(shape, dtype=STORAGE_DTYPES[layout.storage])
-        self.scales = torch.ones((layout.num_layers, 2, 0, layout.num_kv_heads), dtype=torch.float32)
+        self.scales = torch.ones((layout.num_layers, layout.planes, 0, layout.num_kv_heads), dtype=torch.float32)
         self._grow(min(initial_pages, self.max_pages))
 
     @property
@@ -156,9 +163,12 @@ class PagePool:
         self.capacity = pages
 
     def write(self, layer: int, page_ids: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store full pages: k, v [len(page_ids) * page_size, heads, dim] in the compute dtype."""
+        """Store full pages: k, v [len(page_ids) * page_size, heads, dim] in the compute dtype.
+
+        With a shared plane (MLA) v is k and only k is stored.
+        """
         idx = torch.tensor(page_ids, dtype=torch.long)
-        for which, x in ((0, k), (1, v)):
+        for which, x in ((0, k), (1, v))[:self.layout.planes]:
             pages = x.reshape(len(page_ids), self.layout.page_size, *x.shape[1:])
             if self.layout.storage == "fp8":
                 amax = pages.abs().amax(dim=(1, 3)).float().clamp(min=1e-12)
@@ -179,7 +189,8 @@ class PagePool:
             kv = kv.to(torch.float32) * scale[:, :, None, :, None]
         kv = kv.to(dtype)
         n = len(page_ids) * self.layout.page_size
-        return kv[0].reshape(n, *kv.shape[3:]), kv[1].reshape(n, *kv.shape[3:])
+        keys = kv[0].reshape(n, *kv.shape[3:])
+        return keys, (keys if self.layout.shared_kv else kv[1].reshape(n, *kv.shape[3:]))
 
     def _gather(self, layer: int, page_ids: list[int]) -> torch.Tensor:
         first = page_ids[0]
@@ -201,7 +212,7 @@ class PagePool:
         return self.scales[layer].index_select(1, torch.tensor(page_ids, dtype=torch.long))
 
     def export_page(self, page_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One page's stored bytes for every layer: data [L, 2, P, H, D] and scales [L, 2, H]."""
+        """One page's stored bytes for every layer: data [L, planes, P, H, D] and scales [L, planes, H]."""
         return self.data[:, :, page_id].clone(), self.scales[:, :, page_id].clone()
 
     def import_page(self, page_id: int, data: torch.Tensor, scales: torch.Tensor) -> None:

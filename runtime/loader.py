@@ -136,6 +136,7 @@ def _assign_all(model: nn.Module, reader: TensorReader, cfg: ModelConfig, dtype:
     from runtime.fp8_embedding import FP8Embedding
 
     expected: set[str] = set()
+    float32 = tuple(getattr(model, "float32_params", ()))  # kept at full precision whatever `dtype`
     for mod_name, module in model.named_modules():
         prefix = f"{mod_name}." if mod_name else ""
         if mod_name == "lm_head" and cfg.tie_word_embeddings:
@@ -151,12 +152,15 @@ def _assign_all(model: nn.Module, reader: TensorReader, cfg: ModelConfig, dtype:
                                           "word embeddings")
                 continue
             tensor = _float_tensor(reader, full, block, tuple(param.shape))
-            module._parameters[pname] = nn.Parameter(tensor.to(dtype), requires_grad=False)
+            keep = torch.float32 if float32 and full.endswith(float32) else dtype
+            module._parameters[pname] = nn.Parameter(tensor.to(keep), requires_grad=False)
             expected.add(full)
             expected.add(full + "_scale_inv")
     if cfg.tie_word_embeddings:
         _tie(model)
-    unexpected = [n for n in reader.where if n not in expected and not n.endswith(IGNORED_SUFFIXES)]
+    ignores = getattr(model, "ignores_tensor", lambda name: False)  # e.g. DeepSeek's MTP layers
+    unexpected = [n for n in reader.where
+                  if n not in expected and not n.endswith(IGNORED_SUFFIXES) and not ignores(n)]
     if unexpected:
         raise CheckpointError(f"checkpoint has {len(unexpected)} tensors this '{cfg.model_type}' model does "
                               f"not use, e.g. {', '.join(sorted(unexpected)[:5])}")

@@ -69,9 +69,9 @@ class PageCodec:
         layout = pool.layout
         self.pool = pool
         dtype = STORAGE_DTYPES[layout.storage]
-        self.data_shape = (layout.num_layers, 2, layout.page_size, layout.num_kv_heads, layout.head_dim)
+        self.data_shape = (layout.num_layers, layout.planes, layout.page_size, layout.num_kv_heads, layout.head_dim)
         self.data_bytes = int(np.prod(self.data_shape)) * dtype.itemsize
-        self.scale_shape = (layout.num_layers, 2, layout.num_kv_heads)
+        self.scale_shape = (layout.num_layers, layout.planes, layout.num_kv_heads)
         self.scale_bytes = int(np.prod(self.scale_shape)) * 4
 
     def encode(self, page: int) -> tuple[bytes, bytes]:

@@ -10,6 +10,7 @@ from strata.errors import ConfigError
 
 def model_class(cfg: ModelConfig) -> type[nn.Module]:
     """The module class that runs `cfg.model_type`."""
+    from runtime.models.deepseek import DeepseekForCausalLM
     from runtime.models.llama import CausalLM
     from runtime.models.model1 import Model1ForCausalLM
     from runtime.models.qwen3_moe import Qwen3MoeForCausalLM
@@ -17,6 +18,7 @@ def model_class(cfg: ModelConfig) -> type[nn.Module]:
     families: dict[str, type[nn.Module]] = {
         "llama": CausalLM, "mistral": CausalLM, "qwen2": CausalLM, "qwen3": CausalLM,
         "qwen3_moe": Qwen3MoeForCausalLM, "strata_model1": Model1ForCausalLM,
+        "deepseek_v2": DeepseekForCausalLM, "deepseek_v3": DeepseekForCausalLM,
     }
     if cfg.model_type not in families:
         raise ConfigError(f"unknown model_type '{cfg.model_type}'; supported: {', '.join(sorted(families))}")
