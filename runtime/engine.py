@@ -96,9 +96,7 @@ class Engine:
         storage = options.kv_dtype
         if storage == "auto":
             storage = "fp32" if self.dtype == torch.float32 else "bf16"
-        self.layout = KVLayout(self.config.num_hidden_layers, self.config.num_key_value_heads,
-                               self.config.head_dim, options.page_size, storage, self.dtype,
-                               shared_kv=self.config.latent_kv)
+        self.layout = KVLayout.for_model(self.config, options.page_size, storage, self.dtype)
         self.pool = PagePool(self.layout, options.kv_pool_bytes)
         self.fingerprint = checkpoint_fingerprint(path) if path else b""
         self.store = store

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from runtime.config import ModelConfig
 from strata.errors import PromptTooLong
 
 FP8_MAX = 448.0
@@ -33,6 +34,12 @@ class KVLayout:
     compute_dtype: torch.dtype
     # MLA (DeepSeek): a page holds one plane, the latent, which attention reads as key and value.
     shared_kv: bool = False
+
+    @classmethod
+    def for_model(cls, cfg: ModelConfig, page_size: int, storage: str, compute_dtype: torch.dtype) -> KVLayout:
+        """The layout a model's KV takes: per KV head, or (MLA) one latent plane of one head."""
+        return cls(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, page_size, storage, compute_dtype,
+                   shared_kv=cfg.latent_kv)
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE_DTYPES:
