@@ -41,3 +41,40 @@ def make_deepseek(config: transformers.PretrainedConfig, path: Path,
                     buf.copy_(torch.rand(buf.shape, generator=g) * 0.2)
         model.save_pretrained(path)
     return model
+
+
+FP8_QUANTIZATION = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                    "weight_block_size": [128, 128]}
+
+
+def write_native_fp8(float_dir: Path, fp8_dir: Path, exact_dir: Path) -> None:
+    """From a saved float checkpoint, write it as DeepSeek-V3 ships (every layer matrix but the router
+    as e4m3 + float32 weight_scale_inv per 128x128 block, the rest bf16, e_score_correction_bias
+    float32, plus an MTP layer) to `fp8_dir`, and the exactly dequantised float32 weights to `exact_dir`."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from runtime.fp8 import dequantize_block_fp8, quantize_block_fp8
+
+    raw = json.loads((float_dir / "config.json").read_text())
+    fp8: dict[str, torch.Tensor] = {}
+    exact: dict[str, torch.Tensor] = {}
+    for name, t in load_file(str(float_dir / "model.safetensors")).items():
+        if t.dim() == 2 and ".layers." in name and not name.endswith("gate.weight"):
+            q, scale = quantize_block_fp8(t, (128, 128))
+            fp8[name], fp8[name + "_scale_inv"] = q, scale
+            exact[name] = dequantize_block_fp8(q, scale, torch.float32, (128, 128))
+        else:
+            fp8[name] = t if name.endswith("e_score_correction_bias") else t.to(torch.bfloat16)
+            exact[name] = fp8[name].float()
+    # DeepSeek-V3 ships its multi-token-prediction module as one more layer; decoding ignores it.
+    mtp, hidden = f"model.layers.{raw['num_hidden_layers']}.", raw["hidden_size"]
+    fp8[mtp + "eh_proj.weight"], fp8[mtp + "eh_proj.weight_scale_inv"] = quantize_block_fp8(
+        torch.randn(hidden, 2 * hidden) * 0.1, (128, 128))
+    fp8[mtp + "enorm.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
+    for path, state, extra in ((fp8_dir, fp8, {"quantization_config": FP8_QUANTIZATION, "dtype": "bfloat16"}),
+                               (exact_dir, exact, {"dtype": "float32"})):
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(path / "model.safetensors"))
+        (path / "config.json").write_text(json.dumps({**raw, **extra}))
