@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -138,3 +143,26 @@ def test_fp8_latent_pages_with_routed_experts(model) -> None:
     cosine, page_error = fp8_against_fp32(model, prompt(300))
     assert page_error <= 0.04
     assert cosine.mean().item() >= 0.99
+
+
+def test_cli_generates_from_a_deepseek_checkpoint(home, tmp_path) -> None:
+    """`strata generate --model DIR --prompt ... --json` on a saved tiny deepseek_v3, twice in fresh
+    processes: the second run reuses the first one's latent pages from LMDB."""
+    from runtime.demo import build_tokenizer
+
+    tok = build_tokenizer(512)
+    path = tmp_path / "ds3-cli"
+    make_deepseek(v3_config(vocab_size=tok.get_vocab_size(), max_position_embeddings=2048), path)
+    tok.save(str(path / "tokenizer.json"))
+    env = {**os.environ, "STRATA_HOME": str(home), "STRATA_PAGE_SIZE": str(PAGE)}
+    cmd = [sys.executable, "-m", "strata", "generate", "--model", str(path), "--prompt",
+           "the cache keeps the latent of every page " * 8, "--max-new-tokens", "8", "--json"]
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout))
+    cold, warm = runs
+    assert cold["cached_tokens"] == 0 and cold["token_ids"]
+    assert warm["cached_tokens"] == (cold["prompt_tokens"] - 1) // PAGE * PAGE > 0
+    assert warm["token_ids"] == cold["token_ids"]
