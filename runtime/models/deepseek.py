@@ -26,8 +26,8 @@ from torch import nn
 
 from runtime.config import ModelConfig
 from runtime.kv import KVCache
-from runtime.layers import MLP, MoE, RMSNorm
-from runtime.models.llama import CausalLM, DecoderLayer
+from runtime.layers import MLP, MoE, RMSNorm, Router
+from runtime.models.llama import CausalLM
 from runtime.rope import Rotary, apply_rotary, apply_rotary_interleaved, yarn_factor, yarn_mscale
 from strata.errors import ConfigError
 
@@ -60,13 +60,14 @@ class LatentAttention(nn.Module):
         self.rank, self.nope, self.rope = cfg.kv_lora_rank, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim
         self.value = cfg.v_head_dim
         qk_dim, hidden, bias = self.nope + self.rope, cfg.hidden_size, cfg.attention_bias
-        self.q_lora = cfg.q_lora_rank is not None
-        if not self.q_lora:
+        q_rank = cfg.q_lora_rank
+        self.q_lora = q_rank is not None
+        if q_rank is None:
             self.q_proj = nn.Linear(hidden, self.heads * qk_dim, bias=False)
         else:
-            self.q_a_proj = nn.Linear(hidden, cfg.q_lora_rank, bias=bias)
-            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS)
-            self.q_b_proj = nn.Linear(cfg.q_lora_rank, self.heads * qk_dim, bias=False)
+            self.q_a_proj = nn.Linear(hidden, q_rank, bias=bias)
+            self.q_a_layernorm = RMSNorm(q_rank, LATENT_NORM_EPS)
+            self.q_b_proj = nn.Linear(q_rank, self.heads * qk_dim, bias=False)
         self.kv_a_proj_with_mqa = nn.Linear(hidden, self.rank + self.rope, bias=bias)
         self.kv_a_layernorm = RMSNorm(self.rank, LATENT_NORM_EPS)
         self.kv_b_proj = LatentProjection(self.rank, self.heads, self.nope, self.value)
@@ -99,20 +100,17 @@ def softmax_scale(cfg: ModelConfig) -> float:
     return scale
 
 
-class GroupLimitedRouter(nn.Module):
+class GroupLimitedRouter(Router):
     """DeepSeek routing in float32: (weights [n, k] in x's dtype, expert ids [n, k])."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        experts = cfg.num_experts
-        self.weight = nn.Parameter(torch.zeros(experts, cfg.hidden_size))
+        super().__init__(cfg)
         self.v3 = cfg.model_type == "deepseek_v3"
         # A parameter, not a buffer, so the loader fills it by name like every other tensor.
-        self.e_score_correction_bias = nn.Parameter(torch.zeros(experts)) if self.v3 else None
-        self.top_k, self.groups, self.topk_group = cfg.num_experts_per_tok, cfg.n_group, cfg.topk_group
+        self.e_score_correction_bias = nn.Parameter(torch.zeros(cfg.num_experts)) if self.v3 else None
+        self.groups, self.topk_group = cfg.n_group, cfg.topk_group
         self.grouped = self.v3 or cfg.topk_method == "group_limited_greedy"
         self.normalise = self.v3 and cfg.norm_topk_prob  # transformers' V2 never renormalises
-        self.scaling = cfg.routed_scaling_factor
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = F.linear(x.float(), self.weight.float())
@@ -147,14 +145,18 @@ class DeepseekMoE(MoE):
         self.gate = GroupLimitedRouter(cfg)
 
 
-class DeepseekDecoderLayer(DecoderLayer):
+class DeepseekDecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
-        nn.Module.__init__(self)  # the Llama layer's forward, with MLA and DeepSeekMoE inside
+        super().__init__()
         self.self_attn = LatentAttention(cfg, layer)
         self.mlp: nn.Module = (DeepseekMoE(cfg) if is_moe_layer(cfg, layer)
                                else MLP(cfg.hidden_size, cfg.intermediate_size))
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv: KVCache) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, kv)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 def is_moe_layer(cfg: ModelConfig, layer: int) -> bool:
@@ -172,7 +174,7 @@ class DeepseekForCausalLM(CausalLM):
         check_config(cfg)
         nn.Module.__init__(self)  # CausalLM's embed and forward; the body is built here
         self.config = cfg
-        self.model = nn.Module()
+        self.model = nn.Module()  # type: ignore[assignment]  # forward reads embed_tokens, layers, norm
         self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.model.layers = nn.ModuleList(DeepseekDecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.model.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)

@@ -111,6 +111,22 @@ def test_sparse_warm_start_matches_cold(model, home, monkeypatch) -> None:
     again.close()
 
 
+def test_sparse_pages_served_from_lmdb_give_the_same_tokens(model, home, monkeypatch) -> None:
+    ids, params = prompt(700), SamplingParams(max_new_tokens=8, ignore_eos=True)
+    resident = engine(model, budget=BUDGET, cache=False).run(ids, params)
+    page_bytes = 3 * PAGE * LATENT * 4
+    monkeypatch.setenv("STRATA_KV_DEVICE_BYTES", str(36 * page_bytes))  # 36 of the context's 44 pages
+    monkeypatch.setenv("STRATA_KV_HOST_BYTES", "0")  # every page let go comes back from LMDB
+    get_settings.cache_clear()
+    small = engine(model, budget=BUDGET)
+    assert small.pool.max_pages == 36
+    offloaded = small.run(ids, params)
+    assert offloaded.token_ids == resident.token_ids
+    assert offloaded.extra["loaded_pages"] > 0 and small.store.stats()["lmdb"]["hits"] > 0
+    assert offloaded.extra["kv_peak_bytes"]["device"] <= 36 * page_bytes
+    small.close()
+
+
 def fp8_against_fp32(path, ids: list[int]) -> tuple[torch.Tensor, float]:
     """Cosine per position between logits over fp32 and over FP8 latent pages, and the largest
     relative error (norm of error / norm of values) of a stored FP8 page of layer 0, whose input
