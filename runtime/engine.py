@@ -39,6 +39,7 @@ class EngineOptions:
     prefill_chunk: int = 512
     kv_pool_bytes: int = 1 << 30
     attention_budget: int = 0  # tokens of selected pages per query beyond sink and window; 0 = dense
+    device: str = "cpu"  # where the weights, the page pool (the device tier) and activations live
 
     def __post_init__(self) -> None:
         if self.kv_dtype not in ("auto", "fp8", "bf16", "fp32"):
@@ -98,7 +99,8 @@ class Engine:
             storage = "fp32" if self.dtype == torch.float32 else "bf16"
         self.layout = KVLayout(self.config.num_hidden_layers, self.config.num_key_value_heads,
                                self.config.head_dim, options.page_size, storage, self.dtype)
-        self.pool = PagePool(self.layout, options.kv_pool_bytes)
+        self.device = torch.device(options.device)
+        self.pool = PagePool(self.layout, options.kv_pool_bytes, device=self.device)
         self.fingerprint = checkpoint_fingerprint(path) if path else b""
         self.store = store
         self.cache = PrefixCache(self.pool, store, self.fingerprint) if cache and self.fingerprint else None
@@ -129,8 +131,11 @@ class Engine:
         threads = settings.threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
         budget = settings.attention_budget if attention_budget is None else attention_budget
+        if budget and device != "cpu":
+            raise ConfigError("sparse attention (an attention budget) runs on the CPU only for now; "
+                              "use --attention-budget 0 on cuda")
         options = EngineOptions(kv_dtype or settings.kv_dtype, page_size or settings.page_size,
-                                prefill_chunk or settings.prefill_chunk, settings.kv_device_bytes, budget)
+                                prefill_chunk or settings.prefill_chunk, settings.kv_device_bytes, budget, device)
         loaded = load_model(path, weights, device)
         use_cache = settings.cache if cache is None else cache
         store = None
@@ -266,15 +271,17 @@ class Engine:
     def _forward(self, kv: KVCache, ids: list[int], pos: int,
                  media: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         kv.begin(len(ids))
+        if media is not None and self.device.type != "cpu":
+            media = (media[0].to(self.device), media[1].to(self.device))
         try:
-            logits = self.model(torch.tensor(ids, dtype=torch.long),
-                                torch.arange(pos, pos + len(ids)), kv, media)
+            logits = self.model(torch.tensor(ids, dtype=torch.long, device=self.device),
+                                torch.arange(pos, pos + len(ids), device=self.device), kv, media)
         except BaseException:
             kv.rollback()
             raise
         kv.commit()
         self._track_peak(kv)
-        return logits
+        return logits.cpu()  # sampling and the callers work on host logits (a no-op on the CPU)
 
     # -- sparse attention and the resident KV -------------------------------------------------
     def new_sequence(self, keys: SequenceKeys | None = None) -> KVCache:

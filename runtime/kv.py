@@ -56,8 +56,10 @@ class PagePool:
     the room. A sequence that finds its prefix here shares those pages without copying them.
     """
 
-    def __init__(self, layout: KVLayout, max_bytes: int, initial_pages: int = 64) -> None:
+    def __init__(self, layout: KVLayout, max_bytes: int, initial_pages: int = 64,
+                 device: str | torch.device = "cpu") -> None:
         self.layout = layout
+        self.device = torch.device(device)
         self.max_pages = max(1, max_bytes // layout.page_bytes)
         self.capacity = 0
         self.free_ids: list[int] = []
@@ -68,8 +70,9 @@ class PagePool:
         # persisting the page first if it has not reached a persistent tier yet (flush-before-evict).
         self.before_evict: Callable[[int, bytes], bool] | None = None
         shape = (layout.num_layers, 2, 0, layout.page_size, layout.num_kv_heads, layout.head_dim)
-        self.data = torch.empty(shape, dtype=STORAGE_DTYPES[layout.storage])
-        self.scales = torch.ones((layout.num_layers, 2, 0, layout.num_kv_heads), dtype=torch.float32)
+        self.data = torch.empty(shape, dtype=STORAGE_DTYPES[layout.storage], device=self.device)
+        self.scales = torch.ones((layout.num_layers, 2, 0, layout.num_kv_heads), dtype=torch.float32,
+                                 device=self.device)
         self._grow(min(initial_pages, self.max_pages))
 
     @property
@@ -157,7 +160,7 @@ class PagePool:
 
     def write(self, layer: int, page_ids: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
         """Store full pages: k, v [len(page_ids) * page_size, heads, dim] in the compute dtype."""
-        idx = torch.tensor(page_ids, dtype=torch.long)
+        idx = self._index(page_ids)
         for which, x in ((0, k), (1, v)):
             pages = x.reshape(len(page_ids), self.layout.page_size, *x.shape[1:])
             if self.layout.storage == "fp8":
@@ -185,7 +188,7 @@ class PagePool:
         first = page_ids[0]
         if page_ids[-1] - first == len(page_ids) - 1 and _is_run(page_ids):
             return self.data[layer, :, first:first + len(page_ids)]
-        idx = torch.tensor(page_ids, dtype=torch.long)
+        idx = self._index(page_ids)
         if self.layout.storage == "fp8":
             return self.data[layer].view(torch.uint8).index_select(1, idx).view(self.data.dtype)
         return self.data[layer].index_select(1, idx)
@@ -198,15 +201,19 @@ class PagePool:
         return keys
 
     def _gather_scales(self, layer: int, page_ids: list[int]) -> torch.Tensor:
-        return self.scales[layer].index_select(1, torch.tensor(page_ids, dtype=torch.long))
+        return self.scales[layer].index_select(1, self._index(page_ids))
+
+    def _index(self, page_ids: list[int]) -> torch.Tensor:
+        return torch.tensor(page_ids, dtype=torch.long, device=self.device)
 
     def export_page(self, page_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One page's stored bytes for every layer: data [L, 2, P, H, D] and scales [L, 2, H]."""
-        return self.data[:, :, page_id].clone(), self.scales[:, :, page_id].clone()
+        # Always a host copy: the codec and the tiers below the pool work on host bytes.
+        return (self.data[:, :, page_id].to("cpu", copy=True), self.scales[:, :, page_id].to("cpu", copy=True))
 
     def import_page(self, page_id: int, data: torch.Tensor, scales: torch.Tensor) -> None:
-        self.data[:, :, page_id] = data
-        self.scales[:, :, page_id] = scales
+        self.data[:, :, page_id] = data.to(self.device)
+        self.scales[:, :, page_id] = scales.to(self.device)
 
 
 def _is_run(ids: list[int]) -> bool:
@@ -230,7 +237,7 @@ class KVCache:
         self._new_pages: list[int] = []
         shape = (self.layout.num_layers, 2, self.layout.page_size, self.layout.num_kv_heads,
                  self.layout.head_dim)
-        self.tail = torch.zeros(shape, dtype=self.layout.compute_dtype)
+        self.tail = torch.zeros(shape, dtype=self.layout.compute_dtype, device=pool.device)
         # Attention mass per position, summed over decode steps (last layer, mean over heads):
         # what the answer looked at, mapped back to sources as citations.
         self.attention_mass: torch.Tensor | None = None
@@ -295,7 +302,7 @@ class KVCache:
 
     def _track(self, weights: torch.Tensor) -> None:
         assert self.attention_mass is not None
-        mass = weights.float().mean(dim=(0, 1))
+        mass = weights.float().mean(dim=(0, 1)).cpu()
         n = min(mass.shape[0], self.attention_mass.shape[0])
         self.attention_mass[:n] += mass[:n]
 
@@ -344,11 +351,11 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, sca
     n = q.shape[0]
     mask = None
     if window is not None and past + n > window:
-        qpos = torch.arange(past, past + n)[:, None]
-        kpos = torch.arange(past + n)[None, :]
+        qpos = torch.arange(past, past + n, device=q.device)[:, None]
+        kpos = torch.arange(past + n, device=q.device)[None, :]
         mask = (kpos <= qpos) & (qpos - kpos < window)
     elif n > 1 and past:
-        mask = torch.ones(n, past + n, dtype=torch.bool).tril(diagonal=past)
+        mask = torch.ones(n, past + n, dtype=torch.bool, device=q.device).tril(diagonal=past)
     # 4-D inputs: the CPU flash kernel takes only [batch, heads, n, dim]; 3-D falls back to the
     # math path, about 4x slower for a 512-token chunk.
     out = F.scaled_dot_product_attention(
