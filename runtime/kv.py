@@ -271,10 +271,12 @@ class KVCache:
         self._store(layer, recent_k, recent_v)
         if q.shape[0] == 1 and (window is None or self.length < window):
             # Decode: no concatenation of the whole context, and no GQA expansion.
-            out, weights = _decode_attention(q, ((past_k, past_v), (recent_k, recent_v)), scale)
+            parts = ((past_k, past_v), (recent_k, recent_v))
             if self.attention_mass is not None and layer == self.layout.num_layers - 1:
+                out, weights = _decode_attention(q, parts, scale)
                 self._track(weights)
-            return out
+                return out
+            return _decode_flash(q, parts, scale) if q.device.type == "cpu" else _decode_attention(q, parts, scale)[0]
         keys, values = torch.cat((past_k, recent_k)), torch.cat((past_v, recent_v))
         return _attention(q, keys, values, self.length, scale, window)
 
@@ -343,6 +345,32 @@ def _decode_attention(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Te
         offset += k.shape[0]
     assert out is not None
     return out.reshape(1, heads, dim), weights
+
+
+def _decode_flash(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Tensor], ...],
+                  scale: float) -> torch.Tensor:
+    """One query [1, Hq, D] over key/value parts [L_i, Hkv, D], by the CPU flash kernel.
+
+    The kernel reads the parts' strided [Hkv, L, D] views in place (the strided matmuls of
+    _decode_attention copy bf16 operands first) and takes GQA directly; each part's result is
+    merged by its log-sum-exp, so the pages and the tail are never concatenated. About 2x faster
+    than _decode_attention at 8K (bf16 and fp32), same numbers within rounding.
+    """
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    query = q.transpose(0, 1)[None]  # [1, Hq, 1, D]
+    outs, lses = [], []
+    for k, v in parts:
+        if k.shape[0]:
+            out, lse = flash(query, k.transpose(0, 1)[None], v.transpose(0, 1)[None], 0.0, False, scale=scale)[:2]
+            outs.append(out)
+            lses.append(lse)
+    if len(outs) == 1:
+        return outs[0][0].transpose(0, 1)
+    lse = torch.stack(lses)  # [parts, 1, Hq, 1]
+    weights = torch.softmax(lse.float(), dim=0)
+    merged = sum(w[..., None] * o.float() for w, o in zip(weights, outs, strict=True))
+    assert isinstance(merged, torch.Tensor)
+    return merged.to(q.dtype)[0].transpose(0, 1)
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, scale: float,
