@@ -269,14 +269,21 @@ class KVCache:
         recent_k = torch.cat((self.tail[layer, 0, :tail_len], k.to(self.tail.dtype)))
         recent_v = torch.cat((self.tail[layer, 1, :tail_len], v.to(self.tail.dtype)))
         self._store(layer, recent_k, recent_v)
-        if q.shape[0] == 1 and (window is None or self.length < window):
-            # Decode: no concatenation of the whole context, and no GQA expansion.
-            parts = ((past_k, past_v), (recent_k, recent_v))
-            if self.attention_mass is not None and layer == self.layout.num_layers - 1:
-                out, weights = _decode_attention(q, parts, scale)
-                self._track(weights)
-                return out
-            return _decode_flash(q, parts, scale) if q.device.type == "cpu" else _decode_attention(q, parts, scale)[0]
+        n = q.shape[0]
+        unmasked = window is None or self.length + n <= window
+        if n == 1 and self.attention_mass is not None and layer == self.layout.num_layers - 1 and unmasked:
+            # Attribution wants the weights themselves: the explicit path, still without concatenation.
+            out, weights = _decode_attention(q, ((past_k, past_v), (recent_k, recent_v)), scale)
+            self._track(weights)
+            return out
+        if unmasked and q.device.type == "cpu":
+            # The pages, the old tail (both wholly visible) and the new positions (causal among
+            # themselves) as three parts: nothing is concatenated and no mask is built.
+            parts = ((past_k, past_v), (recent_k[:tail_len], recent_v[:tail_len]),
+                     (recent_k[tail_len:], recent_v[tail_len:]))
+            return _flash_parts(q, parts, scale)
+        if n == 1 and unmasked:
+            return _decode_attention(q, ((past_k, past_v), (recent_k, recent_v)), scale)[0]
         keys, values = torch.cat((past_k, recent_k)), torch.cat((past_v, recent_v))
         return _attention(q, keys, values, self.length, scale, window)
 
@@ -347,29 +354,31 @@ def _decode_attention(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Te
     return out.reshape(1, heads, dim), weights
 
 
-def _decode_flash(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Tensor], ...],
-                  scale: float) -> torch.Tensor:
-    """One query [1, Hq, D] over key/value parts [L_i, Hkv, D], by the CPU flash kernel.
+def _flash_parts(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Tensor], ...],
+                 scale: float) -> torch.Tensor:
+    """Queries [n, Hq, D] over key/value parts [L_i, Hkv, D] by the CPU flash kernel; the last part
+    holds the queries' own positions (causal among themselves), the others are wholly visible.
 
     The kernel reads the parts' strided [Hkv, L, D] views in place (the strided matmuls of
-    _decode_attention copy bf16 operands first) and takes GQA directly; each part's result is
-    merged by its log-sum-exp, so the pages and the tail are never concatenated. About 2x faster
-    than _decode_attention at 8K (bf16 and fp32), same numbers within rounding.
+    _decode_attention copy bf16 operands first; a concatenation copies the whole context per
+    chunk) and takes GQA directly. Each part's result is merged by its log-sum-exp. Measured on
+    one 8K-token decode layer: about 2x faster than _decode_attention, bf16 and fp32.
     """
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    query = q.transpose(0, 1)[None]  # [1, Hq, 1, D]
+    query = q.transpose(0, 1)[None]  # [1, Hq, n, D]
     outs, lses = [], []
-    for k, v in parts:
+    for i, (k, v) in enumerate(parts):
         if k.shape[0]:
-            out, lse = flash(query, k.transpose(0, 1)[None], v.transpose(0, 1)[None], 0.0, False, scale=scale)[:2]
+            causal = i == len(parts) - 1 and q.shape[0] > 1
+            out, lse = flash(query, k.transpose(0, 1)[None], v.transpose(0, 1)[None], 0.0, causal, scale=scale)[:2]
             outs.append(out)
             lses.append(lse)
     if len(outs) == 1:
         return outs[0][0].transpose(0, 1)
-    lse = torch.stack(lses)  # [parts, 1, Hq, 1]
-    weights = torch.softmax(lse.float(), dim=0)
-    merged = sum(w[..., None] * o.float() for w, o in zip(weights, outs, strict=True))
-    assert isinstance(merged, torch.Tensor)
+    weights = torch.softmax(torch.stack(lses).float(), dim=0)  # [parts, 1, Hq, n]
+    merged = outs[0].float() * weights[0][..., None]
+    for w, o in zip(weights[1:], outs[1:], strict=True):
+        merged += o.float() * w[..., None]
     return merged.to(q.dtype)[0].transpose(0, 1)
 
 
