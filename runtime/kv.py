@@ -276,7 +276,7 @@ class KVCache:
             out, weights = _decode_attention(q, ((past_k, past_v), (recent_k, recent_v)), scale)
             self._track(weights)
             return out
-        if unmasked and q.device.type == "cpu":
+        if unmasked and q.device.type == "cpu" and k.shape[-1] == v.shape[-1]:  # the kernel's one head size
             # The pages, the old tail (both wholly visible) and the new positions (causal among
             # themselves) as three parts: nothing is concatenated and no mask is built.
             parts = ((past_k, past_v), (recent_k[:tail_len], recent_v[:tail_len]),
