@@ -95,6 +95,7 @@ class Qwen2_5_VLForCausalLM(CausalLM):
         self.tokens_per_second = vcfg.tokens_per_second
         self.patch_values = vcfg.in_channels * vcfg.temporal_patch_size * vcfg.patch_size ** 2
         self.pad_ids = (cfg.special_token_ids["image_token_id"], cfg.special_token_ids["video_token_id"])
+        self.vision_runs = 0  # images and videos encoded: a warm run over cached pages adds none
 
     # -- media ---------------------------------------------------------------------------------
     def embed(self, ids: torch.Tensor, media: Media | None = None) -> torch.Tensor:
@@ -110,6 +111,7 @@ class Qwen2_5_VLForCausalLM(CausalLM):
     @torch.inference_mode()
     def encode(self, item: VisionInput) -> torch.Tensor:
         """The vision tower's output for one image or video: [length, hidden]."""
+        self.vision_runs += 1
         dtype = self.visual.patch_embed.proj.weight.dtype
         pixels = torch.as_tensor(item.pixel_values).to(dtype)
         out = self.visual(pixels, grid_thw=torch.tensor([item.grid_thw], dtype=torch.long))
@@ -183,7 +185,6 @@ class MediaFeed:
         self.model = model
         self.items = sorted(items, key=lambda m: m.start)
         self.encoded: dict[int, torch.Tensor] = {}
-        self.encodes = 0  # vision tower runs, for tests and stats
 
     def __call__(self, lo: int, hi: int) -> Media | None:
         rows, vectors = [], []
@@ -193,7 +194,6 @@ class MediaFeed:
                 continue
             if index not in self.encoded:
                 self.encoded[index] = self.model.encode(item)
-                self.encodes += 1
             rows.append(torch.arange(a - lo, b - lo))
             vectors.append(self.encoded[index][a - item.start:b - item.start])
             if item.start + item.length <= hi:

@@ -94,19 +94,19 @@ class MixedPrompt:
 
 
 def mixed_prompt(tok: Tokenizer, image: np.ndarray, video: np.ndarray, fps: float = 2.0,
-                 seed_hash: bytes = b"") -> MixedPrompt:
-    """'text <image> text <video> question' with placeholder runs sized by the processor."""
+                 preamble: str = "") -> MixedPrompt:
+    """'[preamble] text <image> text <video> question' with placeholder runs sized by the processor."""
     proc = VisionProcessor(PROCESSOR)
     img, vid = proc.image(image), proc.video(video, fps)
-    ids = tok.encode("Look at this picture: ").ids + [VISION_START]
+    ids = tok.encode(preamble + "Look at this picture: ").ids + [VISION_START]
     image_at = len(ids)
     ids += [IMAGE_PAD] * img.tokens(2) + [VISION_END] + tok.encode(" and this clip: ").ids + [VISION_START]
     video_at = len(ids)
     ids += [VIDEO_PAD] * vid.tokens(2) + [VISION_END] + tok.encode(" What changes between them?").ids
     media = [VisionInput(image_at, img.tokens(2), img.pixel_values, img.grid_thw,
-                         _digest(b"image" + seed_hash + image.tobytes())),
+                         _digest(b"image" + image.tobytes())),
              VisionInput(video_at, vid.tokens(2), vid.pixel_values, vid.grid_thw,
-                         _digest(b"video" + seed_hash + video.tobytes()), video=True,
+                         _digest(b"video" + video.tobytes()), video=True,
                          second_per_grid=vid.second_per_grid)]
     return MixedPrompt(ids, media, img, vid)
 

@@ -11,6 +11,7 @@ import torch
 
 from runtime import Engine, SamplingParams
 from runtime.kv import KVCache
+from strata.errors import BadRequest
 from tests.runtime.qwen2_5_vl_tiny import (
     MixedPrompt,
     build_tokenizer,
@@ -18,7 +19,6 @@ from tests.runtime.qwen2_5_vl_tiny import (
     random_pixels,
     write_tiny_qwen2_5_vl,
 )
-from strata.errors import BadRequest
 
 GREEDY = 32
 
