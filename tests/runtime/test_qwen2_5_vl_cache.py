@@ -26,14 +26,6 @@ def model(tmp_path_factory):
     return path
 
 
-@pytest.fixture()
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
-
-
 def engine(model, cache: bool = True, budget: int = 0) -> Engine:
     return Engine.from_pretrained(model, weights="fp32", kv_dtype="fp32", page_size=PAGE, prefill_chunk=CHUNK,
                                   cache=cache, attention_budget=budget)
