@@ -35,20 +35,20 @@ from strata.errors import BadRequest, ConfigError
 
 @dataclass(slots=True)
 class VisionInput:
-    """One image or video in the prompt, already through the image processor.
+    """One image or video in the prompt, already through the image processor (ingest.qwen_vision).
 
-    `start`/`length` cover exactly its run of placeholder tokens (t*h*w / merge^2 of them).
-    `pixel_values` is the processor's [t*h*w, channels * temporal_patch * patch * patch];
-    `second_per_grid` (videos) is the time one temporal grid step covers, which spaces the
-    time positions.
+    `start`/`length` cover exactly its run of placeholder tokens (t*h*w / merge^2 of them);
+    `patches` is the processor's pixel_values [t*h*w, channels * temporal_patch * patch * patch];
+    `second_per_grid` (videos) is the time one temporal grid step covers, which spaces the time
+    positions. Ingest's MediaSpan carries the same fields and is taken as it is.
     """
 
     start: int
     length: int
-    pixel_values: torch.Tensor
+    patches: torch.Tensor
     grid_thw: tuple[int, int, int]
     media_hash: bytes
-    video: bool = False
+    kind: str = "image"  # "video" for a video; anything else is a still image
     second_per_grid: float = 1.0
 
 
@@ -113,7 +113,7 @@ class Qwen2_5_VLForCausalLM(CausalLM):
         """The vision tower's output for one image or video: [length, hidden]."""
         self.vision_runs += 1
         dtype = self.visual.patch_embed.proj.weight.dtype
-        pixels = torch.as_tensor(item.pixel_values).to(dtype)
+        pixels = torch.as_tensor(item.patches).to(dtype)
         out = self.visual(pixels, grid_thw=torch.tensor([item.grid_thw], dtype=torch.long))
         return out.pooler_output  # type: ignore[no-any-return]
 
@@ -123,21 +123,23 @@ class Qwen2_5_VLForCausalLM(CausalLM):
         return MediaFeed(self, [m for m in items if m.start + m.length > start])
 
     def _check(self, ids: list[int], item: Any) -> VisionInput:
-        if not isinstance(item, VisionInput):
-            raise BadRequest(f"qwen2_5_vl takes VisionInput media, got {type(item).__name__}")
-        t, h, w = item.grid_thw
+        grid = getattr(item, "grid_thw", None)
+        if grid is None or len(grid) != 3:
+            raise BadRequest(f"qwen2_5_vl media need a (t, h, w) grid_thw (VisionInput), got {type(item).__name__}")
+        t, h, w = (int(v) for v in grid)
         if h % self.merge or w % self.merge or min(t, h, w) <= 0:
             raise BadRequest(f"media grid {item.grid_thw} is not a positive multiple of the merge size {self.merge}")
         if item.length != t * h * w // self.merge ** 2:
             raise BadRequest(f"media at {item.start} spans {item.length} tokens; its grid {item.grid_thw} "
                              f"needs {t * h * w // self.merge ** 2}")
-        if tuple(item.pixel_values.shape) != (t * h * w, self.patch_values):
-            raise BadRequest(f"pixel_values of shape {tuple(item.pixel_values.shape)}; grid {item.grid_thw} "
+        if tuple(item.patches.shape) != (t * h * w, self.patch_values):
+            raise BadRequest(f"pixel values of shape {tuple(item.patches.shape)}; grid {item.grid_thw} "
                              f"needs {(t * h * w, self.patch_values)}")
-        pad = self.pad_ids[item.video]
+        video = item.kind == "video"
+        pad = self.pad_ids[video]
         if item.start < 0 or any(tok != pad for tok in ids[item.start:item.start + item.length]) \
                 or item.start + item.length > len(ids):
-            name = "<|video_pad|>" if item.video else "<|image_pad|>"
+            name = "<|video_pad|>" if video else "<|image_pad|>"
             raise BadRequest(f"media at {item.start} (length {item.length}) must cover a run of {name} tokens")
         return item
 
@@ -169,7 +171,7 @@ class Qwen2_5_VLForCausalLM(CausalLM):
         """(time, row, column) of each merged patch, as transformers' get_vision_position_ids."""
         t, h, w = item.grid_thw[0], item.grid_thw[1] // self.merge, item.grid_thw[2] // self.merge
         step = (self.tokens_per_second * torch.tensor(item.second_per_grid, dtype=torch.float32)
-                if item.video else 1)
+                if item.kind == "video" else 1)
         grid = torch.meshgrid((torch.arange(t) * step).long(), torch.arange(h) + offset,
                               torch.arange(w) + offset, indexing="ij")
         positions = torch.stack(grid).reshape(3, -1)

@@ -11,8 +11,8 @@ import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from ingest.qwen_vision import Processed, VisionProcessor
 from runtime.models.qwen2_5_vl import VisionInput
-from runtime.models.qwen2_5_vl_processor import Processed, VisionProcessor
 
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
            "<|image_pad|>", "<|video_pad|>")
@@ -106,7 +106,7 @@ def mixed_prompt(tok: Tokenizer, image: np.ndarray, video: np.ndarray, fps: floa
     media = [VisionInput(image_at, img.tokens(2), img.pixel_values, img.grid_thw,
                          _digest(b"image" + image.tobytes())),
              VisionInput(video_at, vid.tokens(2), vid.pixel_values, vid.grid_thw,
-                         _digest(b"video" + video.tobytes()), video=True,
+                         _digest(b"video" + video.tobytes()), kind="video",
                          second_per_grid=vid.second_per_grid)]
     return MixedPrompt(ids, media, img, vid)
 

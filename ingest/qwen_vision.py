@@ -1,5 +1,7 @@
 """Pixels -> Qwen2.5-VL inputs (pixel_values, grid_thw) through transformers' own image processor.
 
+Ingest runs it, so prompts carry what the vision tower takes; the runtime never resizes.
+
 Images go through Qwen2VLImageProcessorPil, the processor transformers uses when torchvision is
 absent (it is here: PyPI's torchvision does not match this torch). Qwen2VLVideoProcessor needs
 torchvision, so a video is made from the same image processor: each frame is resized and
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import xxhash
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -37,6 +40,14 @@ class Processed:
         """Placeholder tokens this input fills."""
         t, h, w = self.grid_thw
         return t * h * w // (merge * merge)
+
+    def media_hash(self) -> bytes:
+        """16-byte xxh3_128 of everything that shapes the model's view: values, grid, time step."""
+        h = xxhash.xxh3_128()
+        h.update(np.asarray(self.grid_thw, dtype="<u4").tobytes())
+        h.update(np.asarray([self.second_per_grid], dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(self.pixel_values.numpy(), dtype="<f4").tobytes())
+        return h.digest()
 
 
 class VisionProcessor:
@@ -60,18 +71,19 @@ class VisionProcessor:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {file}: {exc}") from exc
 
-    def image(self, pixels: np.ndarray) -> Processed:
-        """One image [H, W, 3] uint8 (resized to the processor's grid within its pixel budget)."""
-        out = self.image_processor(images=[_pil(pixels)], return_tensors="np")
+    def image(self, pixels: np.ndarray, resize: bool = True) -> Processed:
+        """One image [H, W, 3] uint8, resized to the processor's grid within its pixel budget
+        (`resize` False: pixels already fitted to multiples of patch * merge, kept as they are)."""
+        out = self.image_processor(images=[_pil(pixels)], return_tensors="np", do_resize=resize)
         grid = tuple(int(v) for v in out["image_grid_thw"][0])
         return Processed(torch.from_numpy(np.ascontiguousarray(out["pixel_values"])), grid)  # type: ignore[arg-type]
 
-    def video(self, frames: np.ndarray, fps: float) -> Processed:
+    def video(self, frames: np.ndarray, fps: float, resize: bool = True) -> Processed:
         """Frames [T, H, W, 3] uint8 sampled at `fps`, grouped `temporal_patch_size` at a time."""
         if frames.ndim != 4 or not len(frames) or fps <= 0:
             raise BadRequest("a video needs frames [T, H, W, 3] and a positive fps")
         whole = self.patch * self.merge  # normalise each frame as one image with merge 1, then undo patches
-        out = self.image_processor(images=[_pil(f) for f in frames], return_tensors="np",
+        out = self.image_processor(images=[_pil(f) for f in frames], return_tensors="np", do_resize=resize,
                                    patch_size=whole, merge_size=1, temporal_patch_size=1)
         _, gh, gw = (int(v) for v in out["image_grid_thw"][0])
         channels = out["pixel_values"].shape[1] // (whole * whole)
