@@ -164,6 +164,7 @@ class PieceBuilder:
         merge = t.vision_processor().merge
         n = inputs.tokens(merge)
         pad = t.video_pad_token_id if video else t.image_pad_token_id
+        assert pad is not None  # callers check target.qwen_vl first
         self.special(t.vision_start_token_id)
         start = self.piece.add([pad] * n)
         self.special(t.vision_end_token_id)
@@ -171,7 +172,7 @@ class PieceBuilder:
         media_kind = "video" if video else kind
         self.piece.media.append(MediaSpan(start, n, inputs.pixel_values.numpy(), (gh // merge, gw // merge),
                                           inputs.media_hash(), media_kind, inputs.grid_thw, inputs.second_per_grid))
-        if not video:
+        if times is None:
             self.piece.spans.append(SourceSpan(start, start + n, _SPAN_KIND.get(kind, kind), path, **where))
             return
         step, frames_per_grid = n // gt, t.vision_processor().temporal

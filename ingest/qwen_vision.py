@@ -84,7 +84,7 @@ class VisionProcessor:
             raise BadRequest("a video needs frames [T, H, W, 3] and a positive fps")
         whole = self.patch * self.merge  # normalise each frame as one image with merge 1, then undo patches
         out = self.image_processor(images=[_pil(f) for f in frames], return_tensors="np", do_resize=resize,
-                                   patch_size=whole, merge_size=1, temporal_patch_size=1)
+                                   patch_size=whole, merge_size=1, temporal_patch_size=1)  # type: ignore[call-arg]
         _, gh, gw = (int(v) for v in out["image_grid_thw"][0])
         channels = out["pixel_values"].shape[1] // (whole * whole)
         planes = out["pixel_values"].reshape(len(frames), gh, gw, channels, whole, whole)

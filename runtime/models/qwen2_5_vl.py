@@ -16,6 +16,7 @@ is (largest prompt position + 1) - prompt length, as transformers does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +94,7 @@ class Qwen2_5_VLForCausalLM(CausalLM):
             self.visual.rotary_pos_emb = Qwen2_5_VLVisionRotaryEmbedding(vcfg)
         self.merge = int(vcfg.spatial_merge_size)
         self.tokens_per_second = vcfg.tokens_per_second
-        self.patch_values = vcfg.in_channels * vcfg.temporal_patch_size * vcfg.patch_size ** 2
+        self.patch_values = math.prod(self.visual.patch_embed.proj.weight.shape[1:])  # channels * t * p * p
         self.pad_ids = (cfg.special_token_ids["image_token_id"], cfg.special_token_ids["video_token_id"])
         self.vision_runs = 0  # images and videos encoded: a warm run over cached pages adds none
 
