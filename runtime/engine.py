@@ -24,7 +24,8 @@ from strata.settings import get_settings
 
 
 class MediaInput(Protocol):
-    """An image or video frame in the prompt: `length` positions from `start`, one patch per <|patch|>."""
+    """An image or video in the prompt: `length` positions from `start`. `patches` is what the family
+    takes: MODEL1 one patch vector per <|patch|>, Qwen2.5-VL the processor's pixel values."""
 
     start: int
     length: int

@@ -62,8 +62,11 @@ def test_prompt_logits_match_transformers(setup) -> None:
     assert diff <= 1e-4, f"max |logit diff| {diff:.2e}"
 
 
-def test_positions_match_get_rope_index(setup) -> None:
-    ref, engine, prompt = setup
+@pytest.mark.parametrize("fps", [2.0, 3.0, 0.5])  # video time steps of 2, 1.33 (truncated) and 8 positions
+def test_positions_match_get_rope_index(setup, fps: float) -> None:
+    ref, engine, _ = setup
+    prompt = mixed_prompt(build_tokenizer(), random_pixels(30, 45, seed=1), random_pixels(20, 20, seed=2, frames=4),
+                          fps=fps)
     inputs = prompt.reference_inputs()
     want, delta = ref.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"], inputs["image_grid_thw"],
                                            inputs["video_grid_thw"], inputs["second_per_grid_ts"])
