@@ -12,11 +12,13 @@ def model_class(cfg: ModelConfig) -> type[nn.Module]:
     """The module class that runs `cfg.model_type`."""
     from runtime.models.llama import CausalLM
     from runtime.models.model1 import Model1ForCausalLM
+    from runtime.models.qwen2_5_vl import Qwen2_5_VLForCausalLM
     from runtime.models.qwen3_moe import Qwen3MoeForCausalLM
 
     families: dict[str, type[nn.Module]] = {
         "llama": CausalLM, "mistral": CausalLM, "qwen2": CausalLM, "qwen3": CausalLM,
         "qwen3_moe": Qwen3MoeForCausalLM, "strata_model1": Model1ForCausalLM,
+        "qwen2_5_vl": Qwen2_5_VLForCausalLM,
     }
     if cfg.model_type not in families:
         raise ConfigError(f"unknown model_type '{cfg.model_type}'; supported: {', '.join(sorted(families))}")
