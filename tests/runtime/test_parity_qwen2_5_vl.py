@@ -109,3 +109,17 @@ def test_bad_media_are_refused(setup) -> None:
 
 def _fields(item: object) -> dict:
     return {name: getattr(item, name) for name in item.__slots__}  # type: ignore[attr-defined]
+
+
+
+def test_fp8_weights_leave_the_vision_tower_in_float(tmp_path) -> None:
+    """Quantising on load covers the language model, not the vision tower (see loader.quantizable)."""
+    from runtime.fp8 import FP8Linear
+
+    write_tiny_qwen2_5_vl(tmp_path)
+    engine = Engine.from_pretrained(tmp_path, weights="fp8", cache=False)
+    linears = [(name, m) for name, m in engine.model.named_modules() if isinstance(m, torch.nn.Linear | FP8Linear)]
+    vision = [m for name, m in linears if name.startswith("visual.")]
+    language = [m for name, m in linears if name.startswith("model.layers.")]
+    assert vision and all(not isinstance(m, FP8Linear) for m in vision)
+    assert language and all(isinstance(m, FP8Linear) for m in language)
