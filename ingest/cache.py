@@ -18,7 +18,7 @@ import lmdb
 import numpy as np
 import xxhash
 
-EXTRACT_VERSION = "2"
+EXTRACT_VERSION = "3"  # 3: video frames turned upright by the display rotation
 _MAGIC = b"SXC2"
 _HEAD = struct.Struct("<4sIQ")  # magic, header length, payload xxh3_64
 

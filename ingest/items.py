@@ -139,6 +139,9 @@ class PieceBuilder:
     def image(self, pixels: np.ndarray, kind: str, path: str, **where: Any) -> None:
         """An image run (<|image|> rows of patches <|/image|>) for fitted pixels."""
         t = self.target
+        if t.qwen_vl:
+            self.vision_run(t.vision_processor().image(pixels, resize=False), kind, path, **where)
+            return
         p, start_id, end_id = t.patch_size, t.image_start_token_id, t.image_end_token_id
         patch_id, row_id = t.image_patch_token_id, t.image_row_token_id
         assert p and start_id is not None and end_id is not None and patch_id is not None
@@ -150,6 +153,32 @@ class PieceBuilder:
         start = self.piece.add(run)
         self.piece.media.append(MediaSpan(start, len(run), patches, grid, media_hash(patches, grid), kind))
         self.piece.spans.append(SourceSpan(start, start + len(run), _SPAN_KIND.get(kind, kind), path, **where))
+
+    def vision_run(self, inputs: Any, kind: str, path: str, times: list[float] | None = None, **where: Any) -> None:
+        """A Qwen2.5-VL run: <|vision_start|>, one pad token per merged patch, <|vision_end|>.
+
+        `inputs` is ingest.qwen_vision.Processed. A video (`times`: its frames' seconds) maps each
+        temporal patch to its own source span, so citations name the moment."""
+        t = self.target
+        video = times is not None
+        merge = t.vision_processor().merge
+        n = inputs.tokens(merge)
+        pad = t.video_pad_token_id if video else t.image_pad_token_id
+        assert pad is not None  # callers check target.qwen_vl first
+        self.special(t.vision_start_token_id)
+        start = self.piece.add([pad] * n)
+        self.special(t.vision_end_token_id)
+        gt, gh, gw = inputs.grid_thw
+        media_kind = "video" if video else kind
+        self.piece.media.append(MediaSpan(start, n, inputs.pixel_values.numpy(), (gh // merge, gw // merge),
+                                          inputs.media_hash(), media_kind, inputs.grid_thw, inputs.second_per_grid))
+        if times is None:
+            self.piece.spans.append(SourceSpan(start, start + n, _SPAN_KIND.get(kind, kind), path, **where))
+            return
+        step, frames_per_grid = n // gt, t.vision_processor().temporal
+        for g in range(gt):
+            at = times[min(g * frames_per_grid, len(times) - 1)]
+            self.piece.spans.append(SourceSpan(start + g * step, start + (g + 1) * step, "video", path, time_s=at))
 
     def build(self) -> Piece:
         """The piece built so far."""

@@ -202,6 +202,13 @@ class MediaExtractor:
         t = self.target
         b = PieceBuilder(t)
         b.text(f'<video path="{attr(path)}" duration="{meta["duration"]:.2f}s">\n', "video", path)
+        if t.qwen_vl:  # one video input: the model sees time through its positions, not text
+            kept = [times[i] for i in keep]
+            span = kept[-1] - kept[0]
+            fps = (len(kept) - 1) / span if len(kept) > 1 and span > 0 else self.opts.video_fps
+            b.vision_run(t.vision_processor().video(frames[keep], fps, resize=False), "video", path, times=kept)
+            b.text("\n</video>\n", "video", path)
+            return b.build()
         b.special(t.video_start_token_id)
         for i in keep:
             b.text(f"t={times[i]:.2f}s\n", "video", path, time_s=times[i])

@@ -18,16 +18,20 @@ STATUSES = (INCLUDED, OUTLINED, PATH_ONLY, DROPPED, ERROR)
 class MediaSpan:
     """One image or video frame inside the token stream.
 
-    `start`/`length` cover the whole run from <|image|> to <|/image|>; the rows of `patches`
-    fill the <|patch|> positions of that run in order (row-major over `grid`).
+    MODEL1: `start`/`length` cover the whole run from <|image|> to <|/image|>; the rows of
+    `patches` fill the <|patch|> positions of that run in order (row-major over `grid`).
+    Qwen2.5-VL: `start`/`length` cover the pad tokens only, `patches` is the image processor's
+    pixel_values for `grid_thw`, and a whole video is one span (kind "video").
     """
 
     start: int
     length: int
-    patches: np.ndarray  # float32 [n_patches, patch_dim], values in [-1, 1]
-    grid: tuple[int, int]  # (rows, cols)
+    patches: np.ndarray  # float32 [n_patches, patch_dim], values in [-1, 1] (MODEL1)
+    grid: tuple[int, int]  # (rows, cols) of tokens
     media_hash: bytes  # 16 bytes
-    kind: str  # "image" | "frame" | "pdf_page"
+    kind: str  # "image" | "frame" | "pdf_page" | "video"
+    grid_thw: tuple[int, int, int] | None = None  # Qwen2.5-VL: patches in time, height, width
+    second_per_grid: float = 1.0  # Qwen2.5-VL video: seconds per temporal patch
 
     @property
     def end(self) -> int:

@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -94,12 +95,20 @@ class Target:
     image_row_token_id: int | None = None
     video_start_token_id: int | None = None
     video_end_token_id: int | None = None
+    # Qwen2.5-VL: <|vision_start|> <|image_pad|>... <|vision_end|>, pixels through its image
+    # processor (`processor`: preprocessor_config.json plus the vision tower's geometry).
+    vision_start_token_id: int | None = None
+    vision_end_token_id: int | None = None
+    image_pad_token_id: int | None = None
+    video_pad_token_id: int | None = None
+    processor: dict | None = None
     min_image_pixels: int = DEFAULT_MIN_IMAGE_PIXELS
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     fingerprint: str = field(default="", repr=False)
     _memo: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _byte_lengths: list = field(default_factory=list, repr=False)  # [] unknown, [None] or [array]
     _bytes_per_ktoken: list = field(default_factory=list, repr=False)
+    _vision_processor: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_context <= 0:
@@ -117,14 +126,28 @@ class Target:
 
     @property
     def vision(self) -> bool:
-        """True when the model takes image patches natively (MODEL1)."""
+        """True when the model takes images: MODEL1's patches or Qwen2.5-VL's processor inputs."""
         ids = [getattr(self, k) for k in _VISION_KEYS]
-        return self.patch_size is not None and all(i is not None for i in ids)
+        return self.patch_size is not None and (all(i is not None for i in ids) or self.qwen_vl)
 
     @property
     def video(self) -> bool:
-        """True when the model also has video framing tokens."""
-        return self.vision and None not in (self.video_start_token_id, self.video_end_token_id)
+        """True when the model also takes video (framing tokens, or Qwen2.5-VL's video input)."""
+        return self.vision and (self.qwen_vl or None not in (self.video_start_token_id, self.video_end_token_id))
+
+    @property
+    def qwen_vl(self) -> bool:
+        """True for a Qwen2.5-VL target: vision runs hold the image processor's pixel values."""
+        ids = (self.vision_start_token_id, self.vision_end_token_id, self.image_pad_token_id, self.video_pad_token_id)
+        return self.processor is not None and None not in ids
+
+    def vision_processor(self) -> Any:
+        """The Qwen2.5-VL image processor for this target (made on first use)."""
+        if not self._vision_processor:
+            from ingest.qwen_vision import VisionProcessor  # transformers loads only for such a model
+
+            self._vision_processor.append(VisionProcessor(self.processor or {}))
+        return self._vision_processor[0]
 
     @property
     def patch_dim(self) -> int:
@@ -170,6 +193,8 @@ class Target:
         h.update(self.fingerprint.encode() or self.tokenizer.to_str().encode())
         geometry = (self.patch_size, self.num_channels, self.min_image_pixels, self.max_image_pixels)
         h.update(repr(geometry).encode())
+        if self.processor is not None:
+            h.update(json.dumps(self.processor, sort_keys=True).encode())
         return h.hexdigest()
 
     @classmethod
@@ -186,6 +211,8 @@ class Target:
         except (ValueError, OSError, Exception) as exc:  # tokenizers raises bare Exception
             raise ConfigError(f"{path}: cannot read model files: {exc}") from exc
         digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
+        if config.get("model_type") == "qwen2_5_vl":
+            return qwen_vl_target(path, config, tokenizer, max_context, digest)
         return cls.from_config(config, tokenizer, max_context, tokenizer_digest=digest)
 
     @classmethod
@@ -218,3 +245,37 @@ class Target:
             fingerprint=tokenizer_digest,
             **ids,  # type: ignore[arg-type]  # the token-id fields, all int | None
         )
+
+
+def qwen_vl_target(path: Path, config: dict, tokenizer: Tokenizer, max_context: int | None, digest: str) -> Target:
+    """A Qwen2.5-VL target: images fitted to the merged-patch grid within the processor's budget."""
+    text = config.get("text_config") or config
+    vision = config.get("vision_config") or {}
+    pre_file = path / "preprocessor_config.json"
+    try:
+        pre = json.loads(pre_file.read_text(encoding="utf-8")) if pre_file.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read preprocessor_config.json: {exc}") from exc
+    size = pre.get("size") or {}
+    lo = int(pre.get("min_pixels") or size.get("shortest_edge") or DEFAULT_MIN_IMAGE_PIXELS)
+    hi = int(pre.get("max_pixels") or size.get("longest_edge") or DEFAULT_MAX_IMAGE_PIXELS)
+    geometry = {"patch_size": int(vision.get("patch_size", 14)), "merge_size": int(vision.get("spatial_merge_size", 2)),
+                "temporal_patch_size": int(vision.get("temporal_patch_size", 2))}
+    processor = {k: v for k, v in pre.items() if k in ("image_mean", "image_std", "rescale_factor")} | geometry
+    eos = text.get("eos_token_id", config.get("eos_token_id"))
+    return Target(
+        tokenizer=tokenizer,
+        max_context=int(max_context or text.get("max_position_embeddings") or MAX_DEFAULT_BUDGET),
+        patch_size=geometry["patch_size"] * geometry["merge_size"],  # one placeholder token per merged patch
+        bos_token_id=text.get("bos_token_id"),
+        eos_token_id=eos[0] if isinstance(eos, list) else eos,
+        vision_start_token_id=config.get("vision_start_token_id"),
+        vision_end_token_id=config.get("vision_end_token_id"),
+        image_pad_token_id=config.get("image_token_id"),
+        video_pad_token_id=config.get("video_token_id"),
+        processor=processor,
+        min_image_pixels=max(lo, (geometry["patch_size"] * geometry["merge_size"]) ** 2),
+        # Ingest's own default caps the processor's (very large) budget; fitted pixels are never resized again.
+        max_image_pixels=min(hi, DEFAULT_MAX_IMAGE_PIXELS),
+        fingerprint=digest,
+    )

@@ -2,7 +2,8 @@
 
 Short gaps between samples are decoded through; long gaps are seeked, so a two-hour recording
 costs about as much as its sampled frames. A stream that breaks mid-way yields the frames
-decoded so far and a warning; one that yields nothing is an error.
+decoded so far and a warning; one that yields nothing is an error. Frames are turned upright by
+the stream's display rotation (portrait phone recordings).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 from ingest.images import fit_pixels
 from ingest.options import IngestOptions
@@ -67,6 +69,17 @@ def extract_video(path: Path, opts: IngestOptions, patch: int, min_px: int, max_
     return out
 
 
+def _upright(frame: av.VideoFrame) -> Image.Image:
+    """The frame as it is meant to be shown: the display matrix's rotation applied.
+
+    Phones store portrait recordings as landscape frames plus a rotation; without it a model sees
+    the screen sideways. PyAV reports the counterclockwise angle, the same sense as PIL's rotate.
+    """
+    img = frame.to_image()
+    degrees = int(round((frame.rotation or 0) / 90.0)) * 90 % 360
+    return img.rotate(degrees, expand=True) if degrees else img
+
+
 def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
@@ -102,7 +115,7 @@ def _decode(
             while i + 1 < len(targets) and targets[i + 1] <= t + 1e-6:
                 i += 1  # sparse keyframes after a seek: this frame stands for skipped targets
             out.times.append(round(max(t, 0.0), 3))
-            out.frames.append(fit_pixels(frame.to_image(), *geometry))
+            out.frames.append(fit_pixels(_upright(frame), *geometry))
             i += 1
     except _AV_ERRORS as exc:
         out.warnings.append(f"stream damaged after {len(out.frames)} frames ({exc})")

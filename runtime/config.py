@@ -118,7 +118,8 @@ class ModelConfig:
             raise ConfigError("config.json has no 'model_type'")
         raw = dict(raw)
         if isinstance(raw.get("text_config"), dict) and "hidden_size" not in raw:
-            raw = {**raw["text_config"], "model_type": raw["model_type"]}
+            # Top-level fields (tie_word_embeddings, media token ids, vision_config) stay visible.
+            raw = {**raw, **raw["text_config"], "model_type": raw["model_type"]}
         kwargs: dict[str, Any] = {"model_type": raw["model_type"], "raw": raw}
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "max_position_embeddings"):
@@ -140,7 +141,7 @@ class ModelConfig:
         kwargs["mlp_only_layers"] = tuple(raw.get("mlp_only_layers") or ())
         if raw.get("use_sliding_window", True) and raw.get("sliding_window"):
             kwargs["sliding_window"] = int(raw["sliding_window"])
-        if raw["model_type"] == "qwen2":
+        if raw["model_type"] in ("qwen2", "qwen2_5_vl"):
             kwargs["attention_bias"] = True  # Qwen2 always has q/k/v bias and no o_proj bias
         else:
             kwargs["o_proj_bias"] = bool(raw.get("attention_bias", False))
@@ -195,4 +196,6 @@ def _rope_fields(raw: dict[str, Any]) -> dict[str, Any]:
     params = {**scaling, **params}
     theta = params.get("rope_theta", raw.get("rope_theta", 10000.0))
     rope_type = params.get("rope_type") or params.get("type") or "default"
+    if rope_type == "mrope":  # Qwen2.5-VL 4.x spelling: default frequencies, sections in mrope_section
+        rope_type = "default"
     return {"rope_theta": float(theta), "rope_type": rope_type, "rope_params": params}

@@ -24,7 +24,8 @@ from strata.settings import get_settings
 
 
 class MediaInput(Protocol):
-    """An image or video frame in the prompt: `length` positions from `start`, one patch per <|patch|>."""
+    """An image or video in the prompt: `length` positions from `start`. `patches` is what the family
+    takes: MODEL1 one patch vector per <|patch|>, Qwen2.5-VL the processor's pixel values."""
 
     start: int
     length: int
@@ -39,6 +40,7 @@ class EngineOptions:
     prefill_chunk: int = 512
     kv_pool_bytes: int = 1 << 30
     attention_budget: int = 0  # tokens of selected pages per query beyond sink and window; 0 = dense
+    device: str = "cpu"  # where the weights, the page pool (the device tier) and activations live
 
     def __post_init__(self) -> None:
         if self.kv_dtype not in ("auto", "fp8", "bf16", "fp32"):
@@ -97,7 +99,8 @@ class Engine:
         if storage == "auto":
             storage = "fp32" if self.dtype == torch.float32 else "bf16"
         self.layout = KVLayout.for_model(self.config, options.page_size, storage, self.dtype)
-        self.pool = PagePool(self.layout, options.kv_pool_bytes)
+        self.device = torch.device(options.device)
+        self.pool = PagePool(self.layout, options.kv_pool_bytes, device=self.device)
         self.fingerprint = checkpoint_fingerprint(path) if path else b""
         self.store = store
         self.cache = PrefixCache(self.pool, store, self.fingerprint) if cache and self.fingerprint else None
@@ -128,8 +131,11 @@ class Engine:
         threads = settings.threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
         budget = settings.attention_budget if attention_budget is None else attention_budget
+        if budget and device != "cpu":
+            raise ConfigError("sparse attention (an attention budget) runs on the CPU only for now; "
+                              "use --attention-budget 0 on cuda")
         options = EngineOptions(kv_dtype or settings.kv_dtype, page_size or settings.page_size,
-                                prefill_chunk or settings.prefill_chunk, settings.kv_device_bytes, budget)
+                                prefill_chunk or settings.prefill_chunk, settings.kv_device_bytes, budget, device)
         loaded = load_model(path, weights, device)
         use_cache = settings.cache if cache is None else cache
         store = None
@@ -210,8 +216,10 @@ class Engine:
         if attribution:
             kv.track_attention(len(ids))
         try:
+            positions = self.rope_positions(ids, media, params.max_new_tokens)  # checks the media too
             cached = self.restore_prefix(kv, keys, len(ids))
-            logits = self.prefill(kv, ids, media, start=cached, after_chunk=lambda: self._after_chunk(kv, keys))
+            logits = self.prefill(kv, ids, media, start=cached, after_chunk=lambda: self._after_chunk(kv, keys),
+                                  positions=positions)
             ttft = time.perf_counter() - start
             sampler, text = Sampler(params), StreamDecoder(self.tokenizer)
             out: list[int] = []
@@ -229,7 +237,7 @@ class Engine:
                     break
                 yield TokenEvent(token, delta)
                 if len(out) < params.max_new_tokens:
-                    logits = self.decode_step(kv, token)
+                    logits = self.decode_step(kv, token, positions)
             decode_s = time.perf_counter() - t_decode
             self.after_generation(kv, ids + out, media, tenant, keys)
         finally:
@@ -246,34 +254,53 @@ class Engine:
         return any(s and s in text for s in stops)
 
     def prefill(self, kv: KVCache, ids: list[int], media: Sequence[MediaInput] = (),
-                start: int = 0, after_chunk: Callable[[], None] | None = None) -> torch.Tensor:
-        """Run positions start..len(ids) through the model in chunks; logits of the last position."""
-        rows, patches = _patch_rows(ids, media, self.config)
+                start: int = 0, after_chunk: Callable[[], None] | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Run positions start..len(ids) through the model in chunks; logits of the last position.
+
+        `positions` is the request's table from `rope_positions` (None: position = index)."""
+        feed = self._media_feed(ids, media, start)
         chunk = self.options.prefill_chunk
         logits = torch.empty(0)
         for lo in range(start, len(ids), chunk):
             hi = min(lo + chunk, len(ids))
-            chunk_media = _chunk_media(rows, patches, lo, hi)
-            logits = self._forward(kv, ids[lo:hi], lo, chunk_media)
+            logits = self._forward(kv, ids[lo:hi], lo, feed(lo, hi), positions)
             if after_chunk is not None:
                 after_chunk()
         return logits
 
-    def decode_step(self, kv: KVCache, token: int) -> torch.Tensor:
-        return self._forward(kv, [token], kv.length, None)
+    def decode_step(self, kv: KVCache, token: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self._forward(kv, [token], kv.length, None, positions)
 
-    def _forward(self, kv: KVCache, ids: list[int], pos: int,
-                 media: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def rope_positions(self, ids: list[int], media: Sequence[MediaInput], new_tokens: int) -> torch.Tensor | None:
+        """The model's positions for this request when they are not simply the indices (M-RoPE)."""
+        hook = getattr(self.model, "rope_positions", None)
+        return None if hook is None else hook(ids, media, len(ids) + new_tokens)
+
+    def _media_feed(self, ids: list[int], media: Sequence[MediaInput],
+                    start: int) -> Callable[[int, int], tuple[torch.Tensor, torch.Tensor] | None]:
+        """(lo, hi) -> the media rows of that chunk; families with a vision tower supply their own."""
+        hook = getattr(self.model, "media_feed", None)
+        if hook is not None:
+            return hook(ids, media, start)  # type: ignore[no-any-return]
+        rows, patches = _patch_rows(ids, media, self.config)
+        return lambda lo, hi: _chunk_media(rows, patches, lo, hi)
+
+    def _forward(self, kv: KVCache, ids: list[int], pos: int, media: tuple[torch.Tensor, torch.Tensor] | None,
+                 positions: torch.Tensor | None = None) -> torch.Tensor:
         kv.begin(len(ids))
+        if media is not None and self.device.type != "cpu":
+            media = (media[0].to(self.device), media[1].to(self.device))
         try:
-            logits = self.model(torch.tensor(ids, dtype=torch.long),
-                                torch.arange(pos, pos + len(ids)), kv, media)
+            where = (torch.arange(pos, pos + len(ids)) if positions is None
+                     else positions[..., pos:pos + len(ids)]).to(self.device)
+            logits = self.model(torch.tensor(ids, dtype=torch.long, device=self.device), where, kv, media)
         except BaseException:
             kv.rollback()
             raise
         kv.commit()
         self._track_peak(kv)
-        return logits
+        return logits.cpu()  # sampling and the callers work on host logits (a no-op on the CPU)
 
     # -- sparse attention and the resident KV -------------------------------------------------
     def new_sequence(self, keys: SequenceKeys | None = None) -> KVCache:

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -251,25 +252,62 @@ def _dequant_matmul(
 def _linear_cuda(
     x2: torch.Tensor, w: torch.Tensor, s: torch.Tensor, bias: torch.Tensor | None, block: tuple[int, int]
 ) -> torch.Tensor:
-    # UNTESTED (no GPU where this was written): blockwise torch._scaled_mm where the build supports
-    # it (1x128 activation scales, 128x128 weight scales), else dequantise and matmul.
+    """Blockwise torch._scaled_mm (1x128 activation scales, 128x128 weight scales) where the build
+    and the GPU take it, else dequantise and matmul.
+
+    PyTorch's blockwise scaling wants particular scale layouts, which have moved between releases;
+    the first call on a device tries each known layout, keeps the first whose product matches the
+    dequantised reference, and remembers the answer (None: none works, always dequantise).
+    """
     shapes_ok = x2.shape[1] % 128 == 0 and w.shape[0] % 128 == 0
-    if block == (128, 128) and shapes_ok and _SCALED_MM_OK.get(x2.device.index, True):
-        try:
-            xs = x2.float().reshape(x2.shape[0], -1, 128)
-            x_scale = (xs.abs().amax(-1).clamp_min(1e-12) / FP8_MAX).contiguous()
-            xq = (xs / x_scale[..., None]).view_as(x2).to(FP8_DTYPE)
-            y = torch._scaled_mm(xq, w.t(), scale_a=x_scale, scale_b=s.t(), out_dtype=torch.bfloat16)
+    key = x2.device.index
+    if block == (128, 128) and shapes_ok and _SCALED_MM_OK.get(key, True) is not None:
+        xs = x2.float().reshape(x2.shape[0], -1, 128)
+        x_scale = xs.abs().amax(-1).clamp_min(1e-12) / FP8_MAX
+        xq = (xs / x_scale[..., None]).view_as(x2).to(FP8_DTYPE)
+        chosen = _SCALED_MM_OK.get(key, True)
+        layouts = _SCALE_LAYOUTS if chosen is True else (chosen,)
+        for layout in layouts:
+            try:
+                sa, sb = layout(x_scale, s)
+                y = torch._scaled_mm(xq, w.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+            except (RuntimeError, NotImplementedError, ValueError) as exc:
+                log.debug("blockwise torch._scaled_mm layout %s refused: %s", layout.__name__, exc)
+                continue
+            if chosen is True:
+                ref = x2.float() @ dequantize_block_fp8(w, s, torch.float32, block).t()
+                err = float((y.float() - ref).norm() / ref.norm().clamp_min(1e-12))
+                if err > 0.05:
+                    log.debug("blockwise layout %s gives relative error %.3f; not used", layout.__name__, err)
+                    continue
+                _SCALED_MM_OK[key] = layout
             y = y if bias is None else y + bias.to(y.dtype)
             return y.to(x2.dtype)
-        except (RuntimeError, NotImplementedError) as exc:
-            log.warning("blockwise torch._scaled_mm unsupported here, dequantising instead: %s", exc)
-            _SCALED_MM_OK[x2.device.index] = False
+        log.warning("blockwise torch._scaled_mm is not available here; FP8 weights are dequantised per call")
+        _SCALED_MM_OK[key] = None
     y = x2 @ dequantize_block_fp8(w, s, x2.dtype, block).t()
     return y if bias is None else y + bias.to(y.dtype)
 
 
-_SCALED_MM_OK: dict[int | None, bool] = {}
+def _outer_major(x_scale: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # [M, K/128] stored column-major; weight scales [N/128, K/128] seen as [K/128, N/128] column-major.
+    return x_scale.t().contiguous().t(), s.t()
+
+
+def _row_major(x_scale: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x_scale.contiguous(), s.t().contiguous()
+
+
+def _outer_major_b_plain(x_scale: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x_scale.t().contiguous().t(), s.contiguous()
+
+
+_SCALE_LAYOUTS: tuple[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], ...] = (
+    _outer_major, _row_major, _outer_major_b_plain)
+
+
+# Per CUDA device: True = not tried yet, a layout function = use it, None = dequantise instead.
+_SCALED_MM_OK: dict[int | None, Any] = {}
 
 
 def fp8_linear(

@@ -70,8 +70,10 @@ class PagePool:
     the room. A sequence that finds its prefix here shares those pages without copying them.
     """
 
-    def __init__(self, layout: KVLayout, max_bytes: int, initial_pages: int = 64) -> None:
+    def __init__(self, layout: KVLayout, max_bytes: int, initial_pages: int = 64,
+                 device: str | torch.device = "cpu") -> None:
         self.layout = layout
+        self.device = torch.device(device)
         self.max_pages = max(1, max_bytes // layout.page_bytes)
         self.capacity = 0
         self.free_ids: list[int] = []
@@ -82,8 +84,9 @@ class PagePool:
         # persisting the page first if it has not reached a persistent tier yet (flush-before-evict).
         self.before_evict: Callable[[int, bytes], bool] | None = None
         shape = (layout.num_layers, layout.planes, 0, layout.page_size, layout.num_kv_heads, layout.head_dim)
-        self.data = torch.empty(shape, dtype=STORAGE_DTYPES[layout.storage])
-        self.scales = torch.ones((layout.num_layers, layout.planes, 0, layout.num_kv_heads), dtype=torch.float32)
+        self.data = torch.empty(shape, dtype=STORAGE_DTYPES[layout.storage], device=self.device)
+        self.scales = torch.ones((layout.num_layers, layout.planes, 0, layout.num_kv_heads), dtype=torch.float32,
+                                 device=self.device)
         self._grow(min(initial_pages, self.max_pages))
 
     @property
@@ -174,7 +177,7 @@ class PagePool:
 
         With a shared plane (MLA) v is k and only k is stored.
         """
-        idx = torch.tensor(page_ids, dtype=torch.long)
+        idx = self._index(page_ids)
         for which, x in ((0, k), (1, v))[:self.layout.planes]:
             pages = x.reshape(len(page_ids), self.layout.page_size, *x.shape[1:])
             if self.layout.storage == "fp8":
@@ -203,7 +206,7 @@ class PagePool:
         first = page_ids[0]
         if page_ids[-1] - first == len(page_ids) - 1 and _is_run(page_ids):
             return self.data[layer, :, first:first + len(page_ids)]
-        idx = torch.tensor(page_ids, dtype=torch.long)
+        idx = self._index(page_ids)
         if self.layout.storage == "fp8":
             return self.data[layer].view(torch.uint8).index_select(1, idx).view(self.data.dtype)
         return self.data[layer].index_select(1, idx)
@@ -216,15 +219,19 @@ class PagePool:
         return keys
 
     def _gather_scales(self, layer: int, page_ids: list[int]) -> torch.Tensor:
-        return self.scales[layer].index_select(1, torch.tensor(page_ids, dtype=torch.long))
+        return self.scales[layer].index_select(1, self._index(page_ids))
+
+    def _index(self, page_ids: list[int]) -> torch.Tensor:
+        return torch.tensor(page_ids, dtype=torch.long, device=self.device)
 
     def export_page(self, page_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One page's stored bytes for every layer: data [L, planes, P, H, D] and scales [L, planes, H]."""
-        return self.data[:, :, page_id].clone(), self.scales[:, :, page_id].clone()
+        # Always a host copy: the codec and the tiers below the pool work on host bytes.
+        return (self.data[:, :, page_id].to("cpu", copy=True), self.scales[:, :, page_id].to("cpu", copy=True))
 
     def import_page(self, page_id: int, data: torch.Tensor, scales: torch.Tensor) -> None:
-        self.data[:, :, page_id] = data
-        self.scales[:, :, page_id] = scales
+        self.data[:, :, page_id] = data.to(self.device)
+        self.scales[:, :, page_id] = scales.to(self.device)
 
 
 def _is_run(ids: list[int]) -> bool:
@@ -248,7 +255,7 @@ class KVCache:
         self._new_pages: list[int] = []
         shape = (self.layout.num_layers, 2, self.layout.page_size, self.layout.num_kv_heads,
                  self.layout.head_dim)
-        self.tail = torch.zeros(shape, dtype=self.layout.compute_dtype)
+        self.tail = torch.zeros(shape, dtype=self.layout.compute_dtype, device=pool.device)
         # Attention mass per position, summed over decode steps (last layer, mean over heads):
         # what the answer looked at, mapped back to sources as citations.
         self.attention_mass: torch.Tensor | None = None
@@ -280,12 +287,21 @@ class KVCache:
         recent_k = torch.cat((self.tail[layer, 0, :tail_len], k.to(self.tail.dtype)))
         recent_v = torch.cat((self.tail[layer, 1, :tail_len], v.to(self.tail.dtype)))
         self._store(layer, recent_k, recent_v)
-        if q.shape[0] == 1 and (window is None or self.length < window):
-            # Decode: no concatenation of the whole context, and no GQA expansion.
+        n = q.shape[0]
+        unmasked = window is None or self.length + n <= window
+        if n == 1 and self.attention_mass is not None and layer == self.layout.num_layers - 1 and unmasked:
+            # Attribution wants the weights themselves: the explicit path, still without concatenation.
             out, weights = _decode_attention(q, ((past_k, past_v), (recent_k, recent_v)), scale)
-            if self.attention_mass is not None and layer == self.layout.num_layers - 1:
-                self._track(weights)
+            self._track(weights)
             return out
+        if unmasked and q.device.type == "cpu" and k.shape[-1] == v.shape[-1]:  # the kernel's one head size
+            # The pages, the old tail (both wholly visible) and the new positions (causal among
+            # themselves) as three parts: nothing is concatenated and no mask is built.
+            parts = ((past_k, past_v), (recent_k[:tail_len], recent_v[:tail_len]),
+                     (recent_k[tail_len:], recent_v[tail_len:]))
+            return _flash_parts(q, parts, scale)
+        if n == 1 and unmasked:
+            return _decode_attention(q, ((past_k, past_v), (recent_k, recent_v)), scale)[0]
         keys, values = torch.cat((past_k, recent_k)), torch.cat((past_v, recent_v))
         return _attention(q, keys, values, self.length, scale, window)
 
@@ -313,7 +329,7 @@ class KVCache:
 
     def _track(self, weights: torch.Tensor) -> None:
         assert self.attention_mass is not None
-        mass = weights.float().mean(dim=(0, 1))
+        mass = weights.float().mean(dim=(0, 1)).cpu()
         n = min(mass.shape[0], self.attention_mass.shape[0])
         self.attention_mass[:n] += mass[:n]
 
@@ -356,17 +372,48 @@ def _decode_attention(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Te
     return out.reshape(1, heads, dim), weights
 
 
+def _flash_parts(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Tensor], ...],
+                 scale: float) -> torch.Tensor:
+    """Queries [n, Hq, D] over key/value parts [L_i, Hkv, D] by the CPU flash kernel; the last part
+    holds the queries' own positions (causal among themselves), the others are wholly visible.
+
+    The kernel reads the parts' strided [Hkv, L, D] views in place (the strided matmuls of
+    _decode_attention copy bf16 operands first; a concatenation copies the whole context per
+    chunk) and takes GQA directly. Each part's result is merged by its log-sum-exp. Measured on
+    one 8K-token decode layer: about 2x faster than _decode_attention, bf16 and fp32.
+    """
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    query = q.transpose(0, 1)[None]  # [1, Hq, n, D]
+    outs, lses = [], []
+    many = q.shape[0] > 1
+    for i, (k, v) in enumerate(parts):
+        if k.shape[0]:
+            keys, values = k.transpose(0, 1)[None], v.transpose(0, 1)[None]
+            if many:  # a chunk re-reads each key per query block: contiguous heads pay for the copy (~20%)
+                keys, values = keys.contiguous(), values.contiguous()
+            out, lse = flash(query, keys, values, 0.0, many and i == len(parts) - 1, scale=scale)[:2]
+            outs.append(out)
+            lses.append(lse)
+    if len(outs) == 1:
+        return outs[0][0].transpose(0, 1)
+    weights = torch.softmax(torch.stack(lses).float(), dim=0)  # [parts, 1, Hq, n]
+    merged = outs[0].float() * weights[0][..., None]
+    for w, o in zip(weights[1:], outs[1:], strict=True):
+        merged += o.float() * w[..., None]
+    return merged.to(q.dtype)[0].transpose(0, 1)
+
+
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, scale: float,
                window: int | None) -> torch.Tensor:
     """Exact causal attention of q [n, Hq, D] at positions past.. over k, v [past + n, Hkv, D]."""
     n = q.shape[0]
     mask = None
     if window is not None and past + n > window:
-        qpos = torch.arange(past, past + n)[:, None]
-        kpos = torch.arange(past + n)[None, :]
+        qpos = torch.arange(past, past + n, device=q.device)[:, None]
+        kpos = torch.arange(past + n, device=q.device)[None, :]
         mask = (kpos <= qpos) & (qpos - kpos < window)
     elif n > 1 and past:
-        mask = torch.ones(n, past + n, dtype=torch.bool).tril(diagonal=past)
+        mask = torch.ones(n, past + n, dtype=torch.bool, device=q.device).tril(diagonal=past)
     # 4-D inputs: the CPU flash kernel takes only [batch, heads, n, dim]; 3-D falls back to the
     # math path, about 4x slower for a 512-token chunk.
     out = F.scaled_dot_product_attention(

@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--attention-budget", type=int, default=None, metavar="TOKENS",
                      help="sparse attention: tokens of selected pages per query (0 = dense; "
                           "default STRATA_ATTENTION_BUDGET)")
+    gen.add_argument("--device", default="cpu", help="cpu or cuda[:N] (weights, page pool, activations)")
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.set_defaults(handler=generate)
 
@@ -67,7 +68,7 @@ def generate(args: argparse.Namespace) -> int:
         prompt = args.prompt
     if args.attention_budget is not None and args.attention_budget < 0:
         raise BadRequest("--attention-budget must not be negative")
-    engine = Engine.from_pretrained(args.model, weights=args.weights, kv_dtype=args.kv_dtype,
+    engine = Engine.from_pretrained(args.model, device=args.device, weights=args.weights, kv_dtype=args.kv_dtype,
                                     cache=False if args.no_cache else None,
                                     attention_budget=args.attention_budget)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,

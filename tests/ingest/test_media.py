@@ -237,3 +237,37 @@ def test_high_bit_depth_images_keep_their_contrast(tmp_path, target, opts, name,
     (m,) = p.media
     top, bottom = m.patches[0].mean(), m.patches[-1].mean()
     assert top < -0.5 and bottom > 0.5  # dark to bright, not clipped to white
+
+
+@pytest.mark.parametrize("rotation", [0, 90, -90, 180])
+def test_video_display_rotation_is_applied(tmp_path, target, opts, rotation) -> None:
+    """A portrait phone recording (landscape frames + a display rotation) is read upright."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
+        stream.bit_rate = 4_000_000
+        if rotation:
+            stream.set_display_rotation(rotation)
+        pixels = np.zeros((48, 96, 3), np.uint8)
+        pixels[:, :48] = 255  # stored frame: white left half, black right half
+        for _ in range(5):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    p = build_prompt([write(tmp_path, "phone.mp4", buf.getvalue())], target, options=opts)
+    frame = p.media[0]
+    rows, cols = frame.grid
+    assert (rows > cols) == (rotation in (90, -90)), frame.grid
+    patch = target.patch_size
+    img = frame.patches.reshape(rows, cols, patch, patch, 3).transpose(0, 2, 1, 3, 4).reshape(
+        rows * patch, cols * patch, 3).mean(-1)
+    h, w = img.shape
+    # Counterclockwise by `rotation`: the stored left half ends up bottom (90), top (-90), right (180).
+    bright = {0: img[:, : w // 2], 90: img[h // 2:], -90: img[: h // 2], 180: img[:, w // 2:]}[rotation]
+    assert bright.mean() > img.mean() + 0.5, (rotation, bright.mean(), img.mean())
