@@ -289,19 +289,19 @@ class KVCache:
         self._store(layer, recent_k, recent_v)
         n = q.shape[0]
         unmasked = window is None or self.length + n <= window
-        if n == 1 and self.attention_mass is not None and layer == self.layout.num_layers - 1 and unmasked:
-            # Attribution wants the weights themselves: the explicit path, still without concatenation.
+        if n == 1 and unmasked:
+            # Decode: no concatenation of the whole context, and no GQA expansion. (The flash kernel
+            # is 3-4x slower than these strided matmuls for one query: 8.8 vs 2.4 ms at 8K, bf16.)
             out, weights = _decode_attention(q, ((past_k, past_v), (recent_k, recent_v)), scale)
-            self._track(weights)
+            if self.attention_mass is not None and layer == self.layout.num_layers - 1:
+                self._track(weights)
             return out
         if unmasked and q.device.type == "cpu" and k.shape[-1] == v.shape[-1]:  # the kernel's one head size
-            # The pages, the old tail (both wholly visible) and the new positions (causal among
-            # themselves) as three parts: nothing is concatenated and no mask is built.
+            # Prefill: the pages, the old tail (both wholly visible) and the new positions (causal
+            # among themselves) as parts: nothing is concatenated and no mask is built.
             parts = ((past_k, past_v), (recent_k[:tail_len], recent_v[:tail_len]),
                      (recent_k[tail_len:], recent_v[tail_len:]))
             return _flash_parts(q, parts, scale)
-        if n == 1 and unmasked:
-            return _decode_attention(q, ((past_k, past_v), (recent_k, recent_v)), scale)[0]
         keys, values = torch.cat((past_k, recent_k)), torch.cat((past_v, recent_v))
         return _attention(q, keys, values, self.length, scale, window)
 
@@ -377,10 +377,10 @@ def _flash_parts(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Tensor]
     """Queries [n, Hq, D] over key/value parts [L_i, Hkv, D] by the CPU flash kernel; the last part
     holds the queries' own positions (causal among themselves), the others are wholly visible.
 
-    The kernel reads the parts' strided [Hkv, L, D] views in place (the strided matmuls of
-    _decode_attention copy bf16 operands first; a concatenation copies the whole context per
-    chunk) and takes GQA directly. Each part's result is merged by its log-sum-exp. Measured on
-    one 8K-token decode layer: about 2x faster than _decode_attention, bf16 and fp32.
+    A concatenation would copy the whole context per chunk and a causal offset needs a mask (the
+    kernel's slow path); parts avoid both, and each part's result is merged by its log-sum-exp.
+    Measured, 512 queries over 7680 keys, bf16, quiet machine: 143-170 ms against 184-219 ms for
+    concatenation plus masked SDPA.
     """
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     query = q.transpose(0, 1)[None]  # [1, Hq, n, D]
