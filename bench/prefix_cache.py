@@ -81,6 +81,9 @@ def measure(model: str, n: int, repeat: int) -> dict[str, float]:
     rows: dict[str, list[float]] = {k: [] for k in ("cold", "no-cache", "warm-disk", "warm-host", "warm-device")}
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as home:
+            # Untimed: the first FP8 forward in a new STRATA_HOME builds the C++ kernel there
+            # (seconds), which would otherwise land in whichever variant runs first.
+            in_subprocess(model, home, 64, False)
             # Interleaved so that load on the shared machine hits every variant alike.
             rows["no-cache"].append(in_subprocess(model, home, n, False)["ttft_s"])
             cold = in_subprocess(model, home, n, True)
