@@ -12,6 +12,7 @@ class _Entry:
     digest: bytes | None  # None for a summary promoted without its page
     payload: bytes | None
     summary: bytes | None
+    sections: int = 1  # the payload's equal parts (one per model layer for KV pages)
 
     @property
     def nbytes(self) -> int:
@@ -39,6 +40,18 @@ class HostTier:
             self.hits += 1
             return entry.payload
 
+    def get_section(self, key: bytes, digest: bytes, index: int) -> bytes | None:
+        """Part `index` of the payload (one layer of a page) when present under the same digest."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.payload is None or entry.digest != digest or not 0 <= index < entry.sections:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            part = len(entry.payload) // entry.sections
+            return entry.payload[index * part:(index + 1) * part]
+
     def get_summary(self, key: bytes) -> bytes | None:
         """The summary when present."""
         with self._lock:
@@ -58,7 +71,8 @@ class HostTier:
         """Whether an entry of this size fits the budget at all (side-effect free)."""
         return nbytes + 64 <= self.budget
 
-    def put(self, key: bytes, digest: bytes | None, payload: bytes | None, summary: bytes | None) -> bool:
+    def put(self, key: bytes, digest: bytes | None, payload: bytes | None, summary: bytes | None,
+            sections: int = 1) -> bool:
         """Insert or complete an entry, evicting least recently used ones; False if it cannot fit."""
         with self._lock:
             old = self._entries.pop(key, None)
@@ -68,9 +82,10 @@ class HostTier:
                 # a different digest means a different page and replaces it whole.
                 if old.digest is None or digest is None or old.digest == digest:
                     digest = digest or old.digest
-                    payload = payload if payload is not None else old.payload
+                    if payload is None:
+                        payload, sections = old.payload, old.sections
                     summary = summary if summary is not None else old.summary
-            entry = _Entry(digest, payload, summary)
+            entry = _Entry(digest, payload, summary, sections)
             if entry.nbytes > self.budget:
                 return False
             while self._entries and self.nbytes + entry.nbytes > self.budget:

@@ -20,7 +20,7 @@ import xxhash
 
 from strata.errors import BadRequest
 
-LAYOUT_VERSION: int = 1
+LAYOUT_VERSION: int = 2  # 2: page payloads in per-layer sections, each with its checksum
 KEY_BYTES = 16
 DIGEST_BYTES = 16
 

@@ -27,7 +27,7 @@ import lmdb
 from kvstore import record
 from kvstore.keys import LAYOUT_VERSION
 from kvstore.lmdb_env import LMDBEnv, MapAtCap, MiB, destroy, file_bytes
-from kvstore.store import PageItem, check_item, check_key
+from kvstore.store import PageItem, check_item, check_key, item_fields
 from strata.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,13 @@ class LMDBStore:
 
     def get_many(self, keys: Sequence[bytes], digests: Sequence[bytes]) -> list[bytes | None]:
         """get() for many keys in one read transaction."""
+        return self._get_pages(keys, digests, None)
+
+    def get_sections(self, keys: Sequence[bytes], digests: Sequence[bytes], index: int) -> list[bytes | None]:
+        """Section `index` of each page (one layer), read and checked alone, in one transaction."""
+        return self._get_pages(keys, digests, index)
+
+    def _get_pages(self, keys: Sequence[bytes], digests: Sequence[bytes], section: int | None) -> list[bytes | None]:
         if len(keys) != len(digests):
             raise StoreError(f"get_many: {len(keys)} keys but {len(digests)} digests")
         for key, digest in zip(keys, digests, strict=True):
@@ -92,7 +99,7 @@ class LMDBStore:
         now = time.time_ns()
         with self._env.read() as txn:
             for key, digest in zip(keys, digests, strict=True):
-                value = self._read(txn, key, record.KIND_PAGE, digest, bad)
+                value = self._read(txn, key, record.KIND_PAGE, digest, bad, section)
                 out.append(value)
                 if value is not None and self._access_ns(txn, key) < now - self._grain_ns:
                     stale.append(key)
@@ -129,7 +136,8 @@ class LMDBStore:
             return txn.get(key, db=self._db["pages"]) is not None
 
     def _read(
-        self, txn: lmdb.Transaction, key: bytes, kind: int, digest: bytes | None, bad: list[bytes]
+        self, txn: lmdb.Transaction, key: bytes, kind: int, digest: bytes | None, bad: list[bytes],
+        section: int | None = None,
     ) -> bytes | None:
         db = self._db["pages" if kind == record.KIND_PAGE else "summaries"]
         raw = txn.get(key, db=db)
@@ -137,6 +145,8 @@ class LMDBStore:
             return None
         try:
             # One copy out of the map: the caller may keep the bytes after the txn ends.
+            if section is not None:
+                return bytes(record.decode_section(raw, kind, digest, section))
             return bytes(record.decode(raw, kind, digest))
         except record.RecordError:
             bad.append(key)
@@ -156,16 +166,16 @@ class LMDBStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes) -> bool:
+    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes, sections: int = 1) -> bool:
         """Store one page; False when it cannot be stored (larger than the store, unusable)."""
-        return self.put_many([(key, tokens_digest, payload, summary)])[0]
+        return self.put_many([(key, tokens_digest, payload, summary, sections)])[0]
 
     def put_many(self, items: Sequence[PageItem]) -> list[bool]:
         """Store pages in one write transaction, evicting least recently used pages for room."""
         encoded = []
-        for key, digest, payload, summary in items:
+        for key, digest, payload, summary, sections in map(item_fields, items):
             check_item(key, payload, summary)
-            page = record.encode(record.KIND_PAGE, digest, payload)
+            page = record.encode(record.KIND_PAGE, digest, payload, sections)
             summ = record.encode(record.KIND_SUMMARY, digest, summary)
             encoded.append((key, page, summ, len(page) + len(summ) + ENTRY_OVERHEAD))
         if self.problem:

@@ -22,7 +22,7 @@ import redis
 
 from kvstore import record
 from kvstore.keys import KEY_BYTES
-from kvstore.store import PageItem, check_item, check_key
+from kvstore.store import PageItem, check_item, check_key, item_fields
 from strata.errors import StoreError
 
 ENTRY_OVERHEAD = 128
@@ -121,6 +121,13 @@ class RedisStore:
 
     def get_many(self, keys: Sequence[bytes], digests: Sequence[bytes]) -> list[bytes | None]:
         """get() for many keys in one round trip (GET or GETEX, plus an LRU touch)."""
+        return self._get_pages(keys, digests, None)
+
+    def get_sections(self, keys: Sequence[bytes], digests: Sequence[bytes], index: int) -> list[bytes | None]:
+        """Section `index` of each page, checked alone (the whole record crosses the network)."""
+        return self._get_pages(keys, digests, index)
+
+    def _get_pages(self, keys: Sequence[bytes], digests: Sequence[bytes], section: int | None) -> list[bytes | None]:
         if len(keys) != len(digests):
             raise StoreError(f"get_many: {len(keys)} keys but {len(digests)} digests")
         for key, digest in zip(keys, digests, strict=True):
@@ -139,7 +146,7 @@ class RedisStore:
         out: list[bytes | None] = []
         bad: list[bytes] = []
         for key, digest, raw in zip(keys, digests, raws, strict=True):
-            out.append(self._check(key, raw, record.KIND_PAGE, digest, bad))
+            out.append(self._check(key, raw, record.KIND_PAGE, digest, bad, section))
         if bad:
             self._drop(bad)
         return out
@@ -162,12 +169,16 @@ class RedisStore:
             self._drop(bad)
         return values
 
-    def _check(self, key: bytes, raw: bytes | None, kind: int, digest: bytes | None, bad: list[bytes]) -> bytes | None:
+    def _check(self, key: bytes, raw: bytes | None, kind: int, digest: bytes | None, bad: list[bytes],
+               section: int | None = None) -> bytes | None:
         if raw is None:
             self.counters["misses"] += kind == record.KIND_PAGE
             return None
         try:
-            value = bytes(record.decode(raw, kind, digest))
+            if section is not None:
+                value = bytes(record.decode_section(raw, kind, digest, section))
+            else:
+                value = bytes(record.decode(raw, kind, digest))
         except record.RecordError:
             self.counters["corrupt"] += 1
             bad.append(key)
@@ -181,9 +192,9 @@ class RedisStore:
         with self._errors():
             return bool(self._r.exists(self._page + key.hex()))
 
-    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes) -> bool:
+    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes, sections: int = 1) -> bool:
         """Store a page (a no-op that refreshes its TTL when present); evicts over max_bytes."""
-        return self.put_many([(key, tokens_digest, payload, summary)])[0]
+        return self.put_many([(key, tokens_digest, payload, summary, sections)])[0]
 
     def put_many(self, items: Sequence[PageItem]) -> list[bool]:
         """Store pages in one pipelined round trip."""
@@ -191,9 +202,9 @@ class RedisStore:
         stored = []
         with self._errors():
             pipe = self._r.pipeline(transaction=False)
-            for key, digest, payload, summary in items:
+            for key, digest, payload, summary, sections in map(item_fields, items):
                 check_item(key, payload, summary)
-                page = record.encode(record.KIND_PAGE, digest, payload)
+                page = record.encode(record.KIND_PAGE, digest, payload, sections)
                 summ = record.encode(record.KIND_SUMMARY, digest, summary)
                 size = len(page) + len(summ) + ENTRY_OVERHEAD
                 stored.append(not self.max_bytes or size <= self.max_bytes * _LOW_WATER)

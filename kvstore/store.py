@@ -8,8 +8,15 @@ from typing import Protocol, runtime_checkable
 from kvstore.keys import KEY_BYTES
 from strata.errors import BadRequest
 
-# One pending write: (key, tokens digest, payload, summary).
-PageItem = tuple[bytes, bytes, bytes, bytes]
+# One pending write: (key, tokens digest, payload, summary[, sections]); sections defaults to 1.
+PageItem = tuple[bytes, bytes, bytes, bytes] | tuple[bytes, bytes, bytes, bytes, int]
+
+
+def item_fields(item: PageItem) -> tuple[bytes, bytes, bytes, bytes, int]:
+    """A PageItem with its section count spelled out."""
+    if len(item) == 4:
+        return (*item, 1)
+    return item  # type: ignore[return-value]
 
 
 @runtime_checkable
@@ -20,6 +27,10 @@ class PageStore(Protocol):
 
     def get_many(self, keys: Sequence[bytes], digests: Sequence[bytes]) -> list[bytes | None]:
         """get() for many keys at once (one transaction / round trip)."""
+        ...
+
+    def get_sections(self, keys: Sequence[bytes], digests: Sequence[bytes], index: int) -> list[bytes | None]:
+        """Section `index` of each page's payload (one model layer), checked on its own; None on a miss."""
         ...
 
     def get_summary(self, key: bytes) -> bytes | None:
@@ -34,8 +45,8 @@ class PageStore(Protocol):
         """Whether a page is stored under `key` (without reading or checking it)."""
         ...
 
-    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes) -> bool:
-        """Store a page; False when it was not stored (too large, store unusable)."""
+    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes, sections: int = 1) -> bool:
+        """Store a page (its payload in `sections` equal parts); False when it was not stored."""
         ...
 
     def stats(self) -> dict:

@@ -9,12 +9,12 @@ treated as a miss and counted, never raised: it is a shared cache, not the sourc
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kvstore.host import HostTier
 from kvstore.lmdb_store import LMDBStore
-from kvstore.record import check_digest
+from kvstore.record import check_digest, check_sections
 from kvstore.redis_store import RedisStore
 from kvstore.store import check_item, check_key
 from kvstore.writer import BackgroundWriter
@@ -49,13 +49,12 @@ class TieredStore:
         """The payload from the fastest tier that has it; promoted into the faster tiers."""
         return self.get_many([key], [tokens_digest])[0]
 
-    def get_many(self, keys: Sequence[bytes], digests: Sequence[bytes]) -> list[bytes | None]:
-        """get() for many keys: one host pass, one LMDB transaction, one Redis round trip."""
-        if len(keys) != len(digests):
-            raise StoreError(f"get_many: {len(keys)} keys but {len(digests)} digests")
-        for key, digest in zip(keys, digests, strict=True):
-            check_key(key)
-            check_digest(digest)
+    def get_many(self, keys: Sequence[bytes], digests: Sequence[bytes], sections: int = 1) -> list[bytes | None]:
+        """get() for many keys: one host pass, one LMDB transaction, one Redis round trip.
+
+        `sections` is how the payloads were stored (put): hits promoted into faster tiers keep it.
+        """
+        self._check_keys(keys, digests)
         out: list[bytes | None] = [self.host.get(k, d) for k, d in zip(keys, digests, strict=True)]
         for tier in ("lmdb", "redis"):
             missing = [i for i, v in enumerate(out) if v is None]
@@ -65,8 +64,49 @@ class TieredStore:
             for i, value in zip(missing, found, strict=True):
                 if value is not None:
                     out[i] = value
-                    self._promote(tier, keys[i], digests[i], value)
+                    self._promote(tier, keys[i], digests[i], value, sections)
         return out
+
+    def get_sections(self, keys: Sequence[bytes], digests: Sequence[bytes], index: int) -> list[bytes | None]:
+        """Section `index` (one layer) of each page from the fastest tier that has it; not promoted.
+
+        A persistent tier reads and checks just that section, so a layer of a page costs its own
+        bytes, not the page's.
+        """
+        self._check_keys(keys, digests)
+        out = [self.host.get_section(k, d, index) for k, d in zip(keys, digests, strict=True)]
+        self._fill_below_host(out, lambda store, idx: store.get_sections([keys[i] for i in idx],
+                                                                         [digests[i] for i in idx], index))
+        return out
+
+    def _fill_below_host(self, out: list[bytes | None],
+                         read: Callable[[LMDBStore | RedisStore, list[int]], list[bytes | None]]) -> list[int]:
+        """Fill the gaps in `out` from LMDB, then Redis (a failing Redis is a miss); the indices filled."""
+        filled: list[int] = []
+        for store in (self.lmdb, self.redis):
+            missing = [i for i, v in enumerate(out) if v is None]
+            if not missing or store is None:
+                continue
+            try:
+                found = read(store, missing)
+            except StoreError as exc:
+                if store is self.lmdb:
+                    raise
+                self._redis_failed(exc)
+                break
+            for i, value in zip(missing, found, strict=True):
+                if value is not None:
+                    out[i] = value
+                    filled.append(i)
+        return filled
+
+    @staticmethod
+    def _check_keys(keys: Sequence[bytes], digests: Sequence[bytes]) -> None:
+        if len(keys) != len(digests):
+            raise StoreError(f"get_many: {len(keys)} keys but {len(digests)} digests")
+        for key, digest in zip(keys, digests, strict=True):
+            check_key(key)
+            check_digest(digest)
 
     def _tier_get(self, tier: str, keys: list[bytes], digests: list[bytes]) -> list[bytes | None]:
         if tier == "lmdb":
@@ -79,11 +119,13 @@ class TieredStore:
             self._redis_failed(exc)
             return [None] * len(keys)
 
-    def _promote(self, tier: str, key: bytes, digest: bytes, payload: bytes) -> None:
+    def _promote(self, tier: str, key: bytes, digest: bytes, payload: bytes, sections: int) -> None:
+        if len(payload) % sections:
+            sections = 1  # not stored the way the caller expects: keep it whole
         summary = self.host.get_summary(key) or self._persistent_summary(key, tier)
-        self.host.put(key, digest, payload, summary)
+        self.host.put(key, digest, payload, summary, sections)
         if tier == "redis" and summary is not None and "lmdb" in self._writers:
-            self._writers["lmdb"].submit(key, digest, payload, summary)
+            self._writers["lmdb"].submit(key, digest, payload, summary, sections)
 
     def get_summary(self, key: bytes) -> bytes | None:
         """The summary from the fastest tier that has it; kept in host RAM afterwards."""
@@ -94,22 +136,8 @@ class TieredStore:
         for key in keys:
             check_key(key)
         out = [self.host.get_summary(key) for key in keys]
-        for tier in ("lmdb", "redis"):
-            missing = [i for i, v in enumerate(out) if v is None]
-            store = self.lmdb if tier == "lmdb" else self.redis
-            if not missing or store is None:
-                continue
-            try:
-                found = store.get_summaries([keys[i] for i in missing])
-            except StoreError as exc:
-                if tier == "lmdb":
-                    raise
-                self._redis_failed(exc)
-                break
-            for i, summary in zip(missing, found, strict=True):
-                if summary is not None:
-                    out[i] = summary
-                    self.host.put(keys[i], None, None, summary)
+        for i in self._fill_below_host(out, lambda store, idx: store.get_summaries([keys[i] for i in idx])):
+            self.host.put(keys[i], None, None, out[i])
         return out
 
     def _persistent_summary(self, key: bytes, deepest: str) -> bytes | None:
@@ -134,13 +162,18 @@ class TieredStore:
             self._redis_failed(exc)
             return False
 
-    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes) -> bool:
-        """Hold the page in host RAM and queue it for LMDB and Redis; True if any tier took it."""
+    def put(self, key: bytes, tokens_digest: bytes, payload: bytes, summary: bytes, sections: int = 1) -> bool:
+        """Hold the page in host RAM and queue it for LMDB and Redis; True if any tier took it.
+
+        The payload is stored as `sections` equal parts (one per layer), each readable alone.
+        """
         check_item(key, payload, summary)
+        check_digest(tokens_digest)
         payload, summary = bytes(payload), bytes(summary)
-        taken = self.host.put(key, tokens_digest, payload, summary)
+        check_sections(len(payload), sections)
+        taken = self.host.put(key, tokens_digest, payload, summary, sections)
         for writer in self._writers.values():
-            taken = writer.submit(key, tokens_digest, payload, summary) or taken
+            taken = writer.submit(key, tokens_digest, payload, summary, sections) or taken
         return taken
 
     def flush(self, timeout: float | None = None) -> bool:

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections import deque
 
-from kvstore.record import check_digest
+from kvstore.record import check_digest, check_sections
 from kvstore.store import PageItem, PageStore, check_item
 from strata.errors import BadRequest
 
@@ -44,16 +44,17 @@ class BackgroundWriter:
         self._thread = threading.Thread(target=self._run, name="kvstore-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, key: bytes, digest: bytes, payload: bytes, summary: bytes) -> bool:
+    def submit(self, key: bytes, digest: bytes, payload: bytes, summary: bytes, sections: int = 1) -> bool:
         """Queue a page for writing; False (and counted) when the queue is full. Never blocks."""
         check_item(key, payload, summary)
         check_digest(digest)
+        check_sections(len(payload), sections)
         size = len(payload) + len(summary)
         with self._cond:
             if self._closed or not self._has_room(size):
                 self.skipped += 1
                 return False
-            self._queue.append((key, digest, payload, summary))
+            self._queue.append((key, digest, payload, summary, sections))
             self._queued_bytes += size
             self._cond.notify_all()
         return True

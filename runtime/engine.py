@@ -33,6 +33,9 @@ class MediaInput(Protocol):
     media_hash: bytes
 
 
+LAYER_CACHE_SHARE = 2  # of the device tier, for single fetched layers when attention is sparse
+
+
 @dataclass(slots=True)
 class EngineOptions:
     kv_dtype: str = "auto"
@@ -100,13 +103,17 @@ class Engine:
             storage = "fp32" if self.dtype == torch.float32 else "bf16"
         self.layout = KVLayout.for_model(self.config, options.page_size, storage, self.dtype)
         self.device = torch.device(options.device)
-        self.pool = PagePool(self.layout, options.kv_pool_bytes, device=self.device)
-        self.fingerprint = checkpoint_fingerprint(path) if path else b""
-        self.store = store
-        self.cache = PrefixCache(self.pool, store, self.fingerprint) if cache and self.fingerprint else None
         # Sliding-window models already bound their attention; sparse selection is for the others.
         self.policy = (SparsePolicy(options.attention_budget, options.page_size)
                        if options.attention_budget and self.config.sliding_window is None else None)
+        self.fingerprint = checkpoint_fingerprint(path) if path else b""
+        self.store = store
+        use_cache = bool(cache and self.fingerprint)
+        # A sparse engine with a store splits the device tier: whole pages (held and recently let
+        # go) in the pool, single layers of pages fetched for attention in the layer cache.
+        layer_bytes = options.kv_pool_bytes // LAYER_CACHE_SHARE if use_cache and self.policy else 0
+        self.pool = PagePool(self.layout, options.kv_pool_bytes - layer_bytes, device=self.device)
+        self.cache = PrefixCache(self.pool, store, self.fingerprint, layer_bytes) if use_cache else None
         self.kv_peak: dict[str, int] = {}
         if store is not None:
             atexit.register(self.close)
@@ -318,7 +325,7 @@ class Engine:
             kv.trim()  # after _save: only keyed (persistable) pages are let go
 
     def _track_peak(self, kv: KVCache) -> None:
-        now = {"device": self.pool.resident_bytes}
+        now = {"device": self._device_bytes()}
         if self.store is not None:
             now["host"] = int(self.store.host.stats()["bytes"])
         if isinstance(kv, SparseKVCache):
@@ -332,12 +339,17 @@ class Engine:
             return {}
         # fetched: pages taken back for attention (from the pool's cache or a tier); loaded: from a tier
         return {"attention_budget": kv.policy.budget, "fetched_pages": kv.fetched_pages,
-                "loaded_pages": int(getattr(kv.source, "loaded", 0))}
+                "loaded_pages": int(getattr(kv.source, "loaded", 0)),
+                "loaded_layers": int(getattr(kv.source, "loaded_layers", 0))}
+
+    def _device_bytes(self) -> int:
+        """The device tier in use: pool pages, and the layer cache's slots."""
+        return self.pool.resident_bytes + (self.cache.layers.nbytes if self.cache is not None else 0)
 
     # -- seams for the prefix cache (kvstore) -------------------------------------------------
     def kv_stats(self) -> dict[str, int]:
         """Resident KV bytes by tier."""
-        out = {"device": self.pool.resident_bytes}
+        out = {"device": self._device_bytes()}
         if self.store is not None:
             stats = self.store.stats()
             out["host"] = int(stats.get("host", {}).get("bytes", 0))

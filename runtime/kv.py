@@ -192,15 +192,22 @@ class PagePool:
 
     def read(self, layer: int, page_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V of `page_ids`, concatenated in order: [n * page_size, heads, dim], compute dtype."""
-        kv = self._gather(layer, page_ids)
-        dtype = self.layout.compute_dtype
+        scales = self._gather_scales(layer, page_ids) if self.layout.storage == "fp8" else None
+        return self.to_compute(self._gather(layer, page_ids), scales)
+
+    def to_compute(self, kv: torch.Tensor, scales: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored pages [planes, n, P, H, D] (+ fp8 scales [planes, n, H]) as K, V [n * P, H, D]."""
         if self.layout.storage == "fp8":
-            scale = self._gather_scales(layer, page_ids)
-            kv = kv.to(torch.float32) * scale[:, :, None, :, None]
-        kv = kv.to(dtype)
-        n = len(page_ids) * self.layout.page_size
+            assert scales is not None
+            kv = kv.to(torch.float32) * scales[:, :, None, :, None]
+        kv = kv.to(self.layout.compute_dtype)
+        n = kv.shape[1] * self.layout.page_size
         keys = kv[0].reshape(n, *kv.shape[3:])
         return keys, (keys if self.layout.shared_kv else kv[1].reshape(n, *kv.shape[3:]))
+
+    def gather_stored(self, layer: int, page_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored data [planes, n, P, H, D] and scales [planes, n, H] of pages at one layer."""
+        return self._gather(layer, page_ids), self._gather_scales(layer, page_ids)
 
     def _gather(self, layer: int, page_ids: list[int]) -> torch.Tensor:
         first = page_ids[0]

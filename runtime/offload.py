@@ -9,22 +9,30 @@ pool as idle cached pages until the pool needs the room. Two rules keep that saf
   the sequence never lets go of pages (no StoredPages source), so nothing is lost.
 - fetch by key: StoredPages finds a page in the pool's cache first, then in host RAM / LMDB /
   Redis (one get_many per batch), and loads it into a fresh pool page.
+- fetch by layer: attention selects pages per layer, so StoredPages.gather_layer reads one layer
+  of each page it lacks (a section of the stored record, checked alone) into the LayerCache, and
+  never a whole page for one of its layers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from kvstore.tiers import TieredStore
 from runtime.kv import PagePool
+from runtime.layer_cache import LayerCache
+from runtime.page_codec import PageCodec
 from strata.errors import StoreError
 
 
 class Persistence:
     """Which keyed pool pages have reached a persistent tier; the pool's flush-before-evict hook."""
 
-    def __init__(self, pool: PagePool, store: TieredStore, encode: Callable[[int], tuple[bytes, bytes]]) -> None:
-        self.pool, self.store, self.encode = pool, store, encode
+    def __init__(self, pool: PagePool, store: TieredStore, encode: Callable[[int], tuple[bytes, bytes]],
+                 sections: int = 1) -> None:
+        self.pool, self.store, self.encode, self.sections = pool, store, encode, sections
         self.pending: dict[bytes, tuple[int, bytes]] = {}  # key -> (pool page, tokens digest)
         self.sync_writes = 0  # pages the writer had skipped, written on the eviction path
         pool.before_evict = self.before_evict
@@ -57,7 +65,7 @@ class Persistence:
                 if self.pool.key_of.get(page) != key:
                     continue  # the page was reused under another key: nothing left to write
                 payload, summary = self.encode(page)
-                if not lmdb.put(key, digest, payload, summary):
+                if not lmdb.put(key, digest, payload, summary, self.sections):
                     continue
                 self.sync_writes += 1
             del self.pending[key]
@@ -67,11 +75,61 @@ class StoredPages:
     """A sequence's pages by index, found in the pool's cache or loaded from the store."""
 
     def __init__(self, pool: PagePool, store: TieredStore, keys: list[bytes], digests: list[bytes],
-                 decode_into: Callable[[int, bytes], bool]) -> None:
+                 codec: PageCodec, layers: LayerCache) -> None:
         self.pool, self.store = pool, store
         self.keys, self.digests = keys, digests
-        self.decode_into = decode_into
-        self.loaded = 0  # pages read from the store (not found in the pool)
+        self.codec, self.layers = codec, layers
+        self.loaded = 0  # pages read from the store whole (not found in the pool)
+        self.loaded_layers = 0  # single layers of pages read from the store (not in the pool or the cache)
+
+    def gather_layer(self, layer: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """One layer of sequence pages `indices` as stored: data [planes, n, P, H, D], scales [planes, n, H].
+
+        Taken from the pool's cached pages, else the layer cache, else one section per page from
+        the store (one get_sections call). Pages come back grouped by where they were found;
+        the third value gives, per row, its position in `indices`.
+        """
+        pooled: list[tuple[int, int]] = []  # (position, pool page)
+        cached: list[tuple[int, int]] = []  # (position, layer-cache slot)
+        missing: list[int] = []
+        for n, i in enumerate(indices):
+            page = self.pool.keyed.get(self.keys[i])
+            if page is not None:
+                pooled.append((n, page))
+                continue
+            slot = self.layers.find(self.keys[i], layer)
+            if slot is None:
+                missing.append(n)
+            else:
+                cached.append((n, slot))
+        parts = []
+        if pooled:
+            parts.append(self.pool.gather_stored(layer, [p for _, p in pooled]))
+        if cached:
+            parts.append(self.layers.gather([s for _, s in cached]))
+        if missing:
+            parts.append(self._load_layer(layer, [indices[n] for n in missing], {s for _, s in cached}))
+        data = torch.cat([d for d, _ in parts], dim=1) if len(parts) > 1 else parts[0][0]
+        scales = torch.cat([s for _, s in parts], dim=1) if len(parts) > 1 else parts[0][1]
+        return data, scales, [n for n, _ in pooled] + [n for n, _ in cached] + missing
+
+    def _load_layer(self, layer: int, indices: list[int], keep: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = [self.keys[i] for i in indices]
+        sections = self.store.get_sections(keys, [self.digests[i] for i in indices], layer)
+        if any(s is None for s in sections):
+            gone = next(i for i, s in zip(indices, sections, strict=True) if s is None)
+            raise StoreError(f"{sum(s is None for s in sections)} cached page(s) of this context are gone from "
+                             f"every tier (page {gone} first; raise STRATA_KV_DISK_BYTES)")
+        decoded = self.codec.decode_layers([s for s in sections if s is not None])
+        if decoded is None:
+            raise StoreError("a cached page has the wrong size for this KV layout")
+        data, scales = decoded
+        for n, key in enumerate(keys):
+            if len(keep) >= self.layers.capacity:
+                break  # the cache is smaller than this selection: the rest is used once
+            keep.add(self.layers.insert(key, layer, data[n], scales[n], keep))
+        self.loaded_layers += len(indices)
+        return data.to(self.pool.device).transpose(0, 1), scales.to(self.pool.device).transpose(0, 1)
 
     def acquire(self, indices: list[int]) -> list[int]:
         """Pool pages (one reference each) for sequence pages `indices`; StoreError if one is gone."""
@@ -90,7 +148,7 @@ class StoredPages:
 
     def _load(self, indices: list[int]) -> list[int]:
         keys = [self.keys[i] for i in indices]
-        payloads = self.store.get_many(keys, [self.digests[i] for i in indices])
+        payloads = self.store.get_many(keys, [self.digests[i] for i in indices], self.codec.sections)
         if any(p is None for p in payloads):
             raise StoreError(f"{sum(p is None for p in payloads)} cached page(s) of this context are gone "
                              f"from every tier (raise STRATA_KV_DISK_BYTES)")
@@ -100,7 +158,7 @@ class StoredPages:
         pages = self.pool.allocate(len(indices))
         for page, payload, key in zip(pages, payloads, keys, strict=True):
             assert payload is not None
-            if not self.decode_into(page, payload):
+            if not self.codec.decode_into(page, payload):
                 self.pool.free(pages)
                 raise StoreError("a cached page has the wrong size for this KV layout")
             self.pool.register(page, key)

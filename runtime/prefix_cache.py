@@ -13,14 +13,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-
 from kvstore.keys import chain_pages, root_key
 from kvstore.tiers import TieredStore, open_store
-from runtime.kv import STORAGE_DTYPES, KVCache, PagePool
+from runtime.kv import KVCache, PagePool
+from runtime.layer_cache import LayerCache
 from runtime.offload import Persistence, StoredPages
-from runtime.sparse import bounds_from_minmax
+from runtime.page_codec import PageCodec
 from runtime.sparse_kv import SparseKVCache
 from strata.settings import Settings
 
@@ -62,63 +60,19 @@ class SequenceKeys:
     media: list[tuple[int, int, bytes]] = field(default_factory=list)
 
 
-class PageCodec:
-    """Page bytes <-> pool pages: the stored K/V (+ FP8 scales) and the key min/max summary."""
-
-    def __init__(self, pool: PagePool) -> None:
-        layout = pool.layout
-        self.pool = pool
-        dtype = STORAGE_DTYPES[layout.storage]
-        self.data_shape = (layout.num_layers, layout.planes, layout.page_size, layout.num_kv_heads, layout.head_dim)
-        self.data_bytes = int(np.prod(self.data_shape)) * dtype.itemsize
-        self.scale_shape = (layout.num_layers, layout.planes, layout.num_kv_heads)
-        self.scale_bytes = int(np.prod(self.scale_shape)) * 4
-
-    def encode(self, page: int) -> tuple[bytes, bytes]:
-        data, scales = self.pool.export_page(page)
-        payload = data.view(torch.uint8).numpy().tobytes() + scales.numpy().tobytes()
-        return payload, self._summary(data, scales)
-
-    def summary(self, page: int) -> bytes:
-        """The summary of a pool page, as encode() stores it."""
-        return self._summary(*self.pool.export_page(page))
-
-    @staticmethod
-    def _summary(data: torch.Tensor, scales: torch.Tensor) -> bytes:
-        # The same float32 keys as PagePool.keys_f32, so stored and resident summaries agree bitwise.
-        keys = data[:, 0].to(torch.float32)
-        if data.dtype == torch.float8_e4m3fn:
-            keys = keys * scales[:, 0, None, :, None]
-        summary = torch.stack((keys.amin(dim=1), keys.amax(dim=1)), dim=1)  # [L, 2, H, D]
-        return summary.numpy().tobytes()
-
-    def bounds(self, summaries: list[bytes]) -> torch.Tensor:
-        """Resident page bounds [n, L, H, 2, D] from stored summaries (float32 min/max [L, 2, H, D])."""
-        layers, heads, dim = self.data_shape[0], self.data_shape[3], self.data_shape[4]
-        raw = torch.frombuffer(bytearray(b"".join(summaries)), dtype=torch.float32)
-        minmax = raw.view(len(summaries), layers, 2, heads, dim)
-        return bounds_from_minmax(minmax[:, :, 0], minmax[:, :, 1])
-
-    def decode_into(self, page: int, payload: bytes) -> bool:
-        """Load `payload` into pool page `page`; False (a miss) when its size is not a page's."""
-        if len(payload) != self.data_bytes + self.scale_bytes:
-            return False
-        raw = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
-        data = raw[:self.data_bytes].view(STORAGE_DTYPES[self.pool.layout.storage]).view(self.data_shape)
-        scales = raw[self.data_bytes:].view(torch.float32).view(self.scale_shape)
-        self.pool.import_page(page, data, scales)
-        return True
-
-
 class PrefixCache:
     """Finds and saves the full pages of sequences run by one engine."""
 
-    def __init__(self, pool: PagePool, store: TieredStore | None, fingerprint: bytes) -> None:
+    def __init__(self, pool: PagePool, store: TieredStore | None, fingerprint: bytes,
+                 layer_cache_bytes: int = 0) -> None:
         self.pool, self.store = pool, store
         self.codec = PageCodec(pool)
         self.fingerprint = fingerprint
         self.page_size = pool.layout.page_size
-        self.persistence = Persistence(pool, store, self.codec.encode) if store is not None else None
+        self.persistence = (Persistence(pool, store, self.codec.encode, self.codec.sections)
+                            if store is not None else None)
+        # Single layers of pages a sparse sequence let go of, fetched for the layer that selects them.
+        self.layers = LayerCache(pool.layout, layer_cache_bytes, device=pool.device)
 
     def detach(self) -> None:
         """Forget the store (it is being closed): pages are no longer persisted or fetched."""
@@ -129,7 +83,7 @@ class PrefixCache:
         """Where a sparse sequence finds the pages it let go; None without a persistent tier."""
         if self.store is None or self.persistence is None or not self.persistence.durable:
             return None
-        return StoredPages(self.pool, self.store, keys.keys, keys.digests, self.codec.decode_into)
+        return StoredPages(self.pool, self.store, keys.keys, keys.digests, self.codec, self.layers)
 
     def keys_for(self, ids: Sequence[int], media: Sequence[tuple[int, int, bytes]],
                  tenant: str) -> SequenceKeys:
@@ -183,19 +137,14 @@ class PrefixCache:
         if self.store is None:
             return None
         raw = self.store.get_summary(key)
-        return raw if raw is not None and len(raw) == self._summary_bytes else None
-
-    @property
-    def _summary_bytes(self) -> int:
-        layers, _, _, heads, dim = self.codec.data_shape
-        return layers * 2 * heads * dim * 4
+        return raw if raw is not None and len(raw) == self.codec.summary_bytes else None
 
     def _from_store(self, keys: SequenceKeys, start: int, limit: int) -> list[int]:
         """Pages start.. from the host/LMDB/Redis tiers, loaded into fresh pool pages."""
         wanted = keys.keys[start:limit]
         if self.store is None or not wanted or not self.pool.can_allocate(len(wanted)):
             return []
-        payloads = self.store.get_many(wanted, keys.digests[start:limit])
+        payloads = self.store.get_many(wanted, keys.digests[start:limit], self.codec.sections)
         hits = next((i for i, p in enumerate(payloads) if p is None), len(payloads))
         if not hits:
             return []
@@ -217,7 +166,7 @@ class PrefixCache:
             self.pool.register(page, key)
             if self.store is not None:
                 payload, summary = self.codec.encode(page)
-                self.store.put(key, keys.digests[i], payload, summary)
+                self.store.put(key, keys.digests[i], payload, summary, self.codec.sections)
                 if self.persistence is not None:
                     self.persistence.written(key, page, keys.digests[i])
         keys.stored = max(keys.stored, upto)

@@ -33,6 +33,18 @@ class PageSource(Protocol):
         """Pool pages (one reference each, for the caller to free) holding the sequence's pages `indices`."""
         ...
 
+    def gather_layer(self, layer: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """One layer of pages `indices` as stored (data [planes, n, P, H, D], scales [planes, n, H]),
+        in some order: the third value gives each row's position in `indices`."""
+        ...
+
+
+def _select_rows(data: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """data.index_select(1, rows), through uint8 for float8 (no float8 index kernels on the CPU)."""
+    if data.dtype == torch.float8_e4m3fn:
+        return data.view(torch.uint8).index_select(1, rows).view(data.dtype)
+    return data.index_select(1, rows)
+
 
 class SparseKVCache(KVCache):
     """KVCache plus page summaries, page selection and pages fetched on demand."""
@@ -73,16 +85,11 @@ class SparseKVCache(KVCache):
     def _attend_segment(self, layer: int, q: torch.Tensor, past: int, own_k: torch.Tensor,
                         own_v: torch.Tensor, scale: float) -> torch.Tensor:
         sel = self._select(layer, q, past)
-        ids, borrowed = self._pool_ids(sel.pages.tolist())
-        try:
-            if ids:
-                sel_k, sel_v = self.pool.read(layer, ids)
-            else:
-                sel_k = sel_v = own_k[:0]
-            out, weights = attend_selection(q, sel_k, sel_v, sel.member, own_k, own_v, scale,
-                                            self.layout.page_size)
-        finally:
-            self.pool.free(borrowed)
+        if sel.pages.numel():
+            sel_k, sel_v = self._read_selection(layer, sel.pages.tolist())
+        else:
+            sel_k, sel_v = own_k[:0], own_v[:0]
+        out, weights = attend_selection(q, sel_k, sel_v, sel.member, own_k, own_v, scale, self.layout.page_size)
         if self.attention_mass is not None and layer == self.layout.num_layers - 1 and q.shape[0] == 1:
             self._track_selection(weights, sel, past)
         return out
@@ -96,19 +103,32 @@ class SparseKVCache(KVCache):
         return select_pages(self.summaries.scores(layer, past, grouped, self.policy.radius_weight),
                             self.policy)
 
-    def _pool_ids(self, indices: list[int]) -> tuple[list[int], list[int]]:
-        """Pool pages for sequence pages `indices`; the second list holds borrowed references to free."""
+    def _read_selection(self, layer: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V [n * P, Hkv, D] of sequence pages `indices` at one layer, in that order.
+
+        Held pages come from the pool; pages let go of come from the source one layer at a time.
+        """
         committed = len(self.page_ids)
         ids = [self.page_ids[i] if i < committed else self._new_pages[i - committed] for i in indices]
-        missing = [i for i, p in zip(indices, ids, strict=True) if p == NOT_HELD]
-        if not missing:
-            return ids, []
+        away = [n for n, p in enumerate(ids) if p == NOT_HELD]
+        if not away:
+            return self.pool.read(layer, ids)
         if self.source is None:
             raise RuntimeError("a page was let go without a source to bring it back")
-        borrowed = self.source.acquire(missing)
-        self.fetched_pages += len(missing)
-        fetched = iter(borrowed)
-        return [p if p != NOT_HELD else next(fetched) for p in ids], borrowed
+        data, scales, found = self.source.gather_layer(layer, [indices[n] for n in away])
+        self.fetched_pages += len(away)
+        order = [away[n] for n in found]
+        held = [n for n, p in enumerate(ids) if p != NOT_HELD]
+        if held:
+            pool_data, pool_scales = self.pool.gather_stored(layer, [ids[n] for n in held])
+            data, scales = torch.cat((pool_data, data), dim=1), torch.cat((pool_scales, scales), dim=1)
+            order = held + order
+        if order != sorted(order):
+            # Back in page order: warm and cold runs then sum attention in the same order, bit for bit.
+            back = torch.argsort(torch.tensor(order)).to(data.device)
+            data = _select_rows(data, back)
+            scales = scales.index_select(1, back)
+        return self.pool.to_compute(data, scales)
 
     def _store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         super()._store(layer, k, v)

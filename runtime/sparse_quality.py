@@ -47,11 +47,7 @@ class RecallProbe(SparseKVCache):
 
     def _recall(self, layer: int, q: torch.Tensor, past: int, own_k: torch.Tensor, scale: float,
                 sel: Selection) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, borrowed = self._pool_ids(list(range(past)))
-        try:
-            keys = torch.cat((self.pool.read(layer, ids)[0], own_k))
-        finally:
-            self.pool.free(borrowed)
+        keys = torch.cat((self._read_selection(layer, list(range(past)))[0], own_k))
         kv_heads, page = self.layout.num_kv_heads, self.layout.page_size
         grouped = q[0].float().reshape(kv_heads, -1, q.shape[-1])
         weights = torch.softmax(torch.matmul(grouped, keys.float().permute(1, 2, 0)) * scale, dim=-1)

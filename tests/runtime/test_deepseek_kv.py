@@ -107,7 +107,9 @@ def test_sparse_warm_start_matches_cold(model, home, monkeypatch) -> None:
     warm = again.run(ids, params)
     assert warm.cached_tokens == (len(ids) - 1) // PAGE * PAGE
     assert warm.token_ids == cold.token_ids
-    assert again.store.stats()["lmdb"]["hits"] < (len(ids) - 1) // PAGE  # selected pages, not all
+    # Read from LMDB: the sink and window whole, then single layers of selected pages -- not the KV.
+    layers_read = warm.extra["loaded_layers"] + 3 * warm.extra["loaded_pages"]
+    assert 0 < layers_read < 3 * (len(ids) - 1) // PAGE
     again.close()
 
 
@@ -115,15 +117,16 @@ def test_sparse_pages_served_from_lmdb_give_the_same_tokens(model, home, monkeyp
     ids, params = prompt(700), SamplingParams(max_new_tokens=8, ignore_eos=True)
     resident = engine(model, budget=BUDGET, cache=False).run(ids, params)
     page_bytes = 3 * PAGE * LATENT * 4
-    monkeypatch.setenv("STRATA_KV_DEVICE_BYTES", str(36 * page_bytes))  # 36 of the context's 44 pages
+    # The pool holds 36 of the context's 44 pages; as much again goes to single fetched layers.
+    monkeypatch.setenv("STRATA_KV_DEVICE_BYTES", str(72 * page_bytes))
     monkeypatch.setenv("STRATA_KV_HOST_BYTES", "0")  # every page let go comes back from LMDB
     get_settings.cache_clear()
     small = engine(model, budget=BUDGET)
     assert small.pool.max_pages == 36
     offloaded = small.run(ids, params)
     assert offloaded.token_ids == resident.token_ids
-    assert offloaded.extra["loaded_pages"] > 0 and small.store.stats()["lmdb"]["hits"] > 0
-    assert offloaded.extra["kv_peak_bytes"]["device"] <= 36 * page_bytes
+    assert offloaded.extra["loaded_layers"] > 0 and small.store.stats()["lmdb"]["hits"] > 0
+    assert offloaded.extra["kv_peak_bytes"]["device"] <= 72 * page_bytes
     small.close()
 
 
