@@ -46,14 +46,23 @@ def test_quest_bound_holds_for_every_key() -> None:
     gen = torch.Generator().manual_seed(0)
     keys = torch.randn(40, PAGE, 2, 16, generator=gen) * torch.rand(40, 1, 2, 16, generator=gen) * 4
     keys[5] = keys[5, :1]  # a page of one repeated key: there the bound must be tight
-    summaries = PageSummaries(1, 2, 16)
+    summaries = PageSummaries(1, 2, 16, dtype=torch.float32)
     summaries.set_layer(0, 0, key_bounds(keys))
+    resident = PageSummaries(1, 2, 16)  # bfloat16, as sequences keep them
+    resident.set_layer(0, 0, key_bounds(keys))
+    box = resident.data[0].float()  # [H, n, 2D]
     for _ in range(20):
         q = torch.randn(2, 3, 16, generator=gen) * 3
         bound = summaries.scores(0, 40, q)  # [Hkv, G, pages]
         exact = torch.einsum("hgd,nphd->hgnp", q, keys).amax(dim=-1)
         assert bool((bound >= exact).all())
         torch.testing.assert_close(bound[..., 5], exact[..., 5], atol=1e-4, rtol=1e-5)
+        # The bfloat16 box still holds every key: its bound, in float32, is never below a key's score.
+        widened = torch.matmul(torch.cat((q, q.abs()), dim=-1), box.transpose(1, 2))
+        assert bool((widened >= exact).all())
+        # Its scores (q and the product in bfloat16) stay close to that bound: 1%, and 0.1 absolute
+        # where 32 terms of up to ~30 cancel to a small sum.
+        torch.testing.assert_close(resident.scores(0, 40, q), widened, rtol=1e-2, atol=0.1)
 
 
 def test_selection_keeps_sink_and_window_within_budget() -> None:
