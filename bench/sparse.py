@@ -83,6 +83,7 @@ def one_run(model: str, home: str, n: int, budget: int, question: int, new_token
     return {"prompt_tokens": out.prompt_tokens, "cached_tokens": out.cached_tokens,
             "ttft_s": round(out.ttft_s, 3), "decode_ms_per_token": round(1000 / tps, 1) if tps else None,
             "kv_peak_bytes": out.extra.get("kv_peak_bytes"), "fetched_pages": out.extra.get("fetched_pages"),
+            "loaded_pages": out.extra.get("loaded_pages"), "loaded_layers": out.extra.get("loaded_layers"),
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "token_ids": out.token_ids}
 
@@ -99,17 +100,21 @@ def in_subprocess(model: str, home: str, n: int, budget: int, question: int, new
 
 
 def working_set(budget: int, layers: int = 8, kv_heads: int = 2) -> int:
-    """Pool bytes one decode step touches: each layer's union of selections, plus sink, window, chunk."""
+    """Device-tier bytes for one decode step without refetching: the engine gives half the tier to
+    single fetched layers (each layer's and head's selection) and half to whole pages (sink,
+    window, a prefill chunk's pages)."""
+    from runtime.engine import LAYER_CACHE_SHARE
     from runtime.sparse import SparsePolicy
 
     policy = SparsePolicy(budget, 64)
-    pages = layers * kv_heads * policy.max_pages + policy.sink_pages + policy.local_pages + 512 // 64 + 4
-    return pages * PAGE_BYTES
+    fetched = layers * kv_heads * policy.max_pages * (PAGE_BYTES // layers)
+    held = (policy.sink_pages + policy.local_pages + 512 // 64 + 4) * PAGE_BYTES
+    return LAYER_CACHE_SHARE * max(fetched, held)
 
 
 def scale(model: str, n: int, budget: int, new_tokens: int, dense: bool) -> dict:
-    """The pool holds a step's working set (else every step refetches it); host and pool together
-    hold KV_SHARE of the full KV where that is larger."""
+    """The device tier holds a step's working set (else every step refetches it), or KV_SHARE of the
+    full KV where that is larger; the host tier another KV_SHARE."""
     full_kv = (n + QUESTION) * 4096  # the demo model: 8 layers x 2 x 2 heads x 64 dims x bf16
     env = {"STRATA_KV_DEVICE_BYTES": str(max(working_set(budget), int(full_kv * KV_SHARE))),
            "STRATA_KV_HOST_BYTES": str(int(full_kv * KV_SHARE))}

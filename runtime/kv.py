@@ -205,9 +205,12 @@ class PagePool:
         keys = kv[0].reshape(n, *kv.shape[3:])
         return keys, (keys if self.layout.shared_kv else kv[1].reshape(n, *kv.shape[3:]))
 
-    def gather_stored(self, layer: int, page_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stored data [planes, n, P, H, D] and scales [planes, n, H] of pages at one layer."""
-        return self._gather(layer, page_ids), self._gather_scales(layer, page_ids)
+    def gather_into(self, layer: int, page_ids: list[int], data: torch.Tensor, scales: torch.Tensor,
+                    rows: torch.Tensor) -> None:
+        """Copy pages' stored data and scales at one layer into rows `rows` (dim 1) of data [planes, n, P,
+        H, D] and scales [planes, n, H]."""
+        copy_rows(data, rows, self._gather(layer, page_ids))
+        scales.index_copy_(1, rows, self._gather_scales(layer, page_ids))
 
     def _gather(self, layer: int, page_ids: list[int]) -> torch.Tensor:
         first = page_ids[0]
@@ -239,6 +242,13 @@ class PagePool:
     def import_page(self, page_id: int, data: torch.Tensor, scales: torch.Tensor) -> None:
         self.data[:, :, page_id] = data.to(self.device)
         self.scales[:, :, page_id] = scales.to(self.device)
+
+
+def copy_rows(dst: torch.Tensor, rows: torch.Tensor, src: torch.Tensor, dim: int = 1) -> None:
+    """dst.index_copy_(dim, rows, src), through uint8 for float8 (no float8 index kernels on the CPU)."""
+    if dst.dtype == torch.float8_e4m3fn:
+        dst, src = dst.view(torch.uint8), src.view(torch.uint8)
+    dst.index_copy_(dim, rows, src)
 
 
 def _is_run(ids: list[int]) -> bool:
@@ -367,16 +377,30 @@ def _decode_attention(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Te
     heads, dim = q.shape[1], q.shape[2]
     kv_heads = parts[0][0].shape[1]
     grouped = q[0].reshape(kv_heads, heads // kv_heads, dim)
-    scores = torch.cat([torch.matmul(grouped, k.permute(1, 2, 0)) for k, _ in parts], dim=-1)
+    scores = torch.cat([scores_of(grouped, k) for k, _ in parts], dim=-1)
     weights = torch.softmax(scores.float() * scale, dim=-1).to(q.dtype)
     out = None
     offset = 0
     for k, v in parts:
-        part = torch.matmul(weights[..., offset:offset + k.shape[0]], v.permute(1, 0, 2))
+        part = weighted_sum(weights[..., offset:offset + k.shape[0]], v)
         out = part if out is None else out + part
         offset += k.shape[0]
     assert out is not None
     return out.reshape(1, heads, dim), weights
+
+
+def scores_of(grouped: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """q.k for grouped queries [Hkv, G, D] and keys [L, Hkv, D]: [Hkv, G, L].
+
+    One 2-D matmul per KV head over the strided [L, D] slice: in bfloat16 the batched matmul over
+    the same operands is ~10x slower on the CPU at L >= 4K (bench in docs/runtime.md).
+    """
+    return torch.stack([torch.mm(grouped[h], k[:, h].t()) for h in range(k.shape[1])])
+
+
+def weighted_sum(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention weights [Hkv, G, L] times values [L, Hkv, D]: [Hkv, G, D], per head as scores_of."""
+    return torch.stack([torch.mm(weights[h], v[:, h]) for h in range(v.shape[1])])
 
 
 def _flash_parts(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Tensor], ...],

@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 import torch
 
-from runtime.kv import STORAGE_DTYPES, KVLayout
+from runtime.kv import STORAGE_DTYPES, KVLayout, copy_rows
 
 
 class LayerCache:
@@ -48,28 +48,34 @@ class LayerCache:
         self.hits += 1
         return slot
 
-    def insert(self, key: bytes, layer: int, data: torch.Tensor, scales: torch.Tensor,
-               keep: set[int]) -> int:
-        """Store one layer-page, evicting the least recent slot not in `keep`; returns its slot."""
-        if not self.free:
-            victim = next((k for k, s in self.slots.items() if s not in keep), None)
-            if victim is None:
-                raise MemoryError("the layer cache is smaller than one layer's selection")
-            self.free.append(self.slots.pop(victim))
-        slot = self.free.pop()
-        self.data[slot] = data
-        self.scales[slot] = scales
-        self.slots[(key, layer)] = slot
-        return slot
-
-    def gather(self, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stored data [planes, n, P, H, D] and scales [planes, n, H] of `slots`, as the pool gathers."""
+    def insert(self, keys: list[bytes], layer: int, data: torch.Tensor, scales: torch.Tensor,
+               keep: set[int]) -> None:
+        """Store layer-pages data [n, planes, P, H, D] / scales [n, planes, H] under `keys`, evicting the
+        least recent slots not in `keep`; pages beyond what the cache can take are not kept."""
+        room = self.capacity - len(keep)
+        keys, data, scales = keys[:room], data[:room], scales[:room]
+        if not keys:
+            return
+        victims = iter([(k, s) for k, s in self.slots.items() if s not in keep][:max(0, len(keys) - len(self.free))])
+        slots = []
+        for key in keys:
+            if not self.free:
+                old_key, slot = next(victims)
+                del self.slots[old_key]
+                self.free.append(slot)
+            slot = self.free.pop()
+            self.slots[(key, layer)] = slot
+            slots.append(slot)
         idx = torch.tensor(slots, dtype=torch.long, device=self.data.device)
-        if self.data.dtype == torch.float8_e4m3fn:  # no float8 index kernels on the CPU
-            data = self.data.view(torch.uint8).index_select(0, idx).view(self.data.dtype)
-        else:
-            data = self.data.index_select(0, idx)
-        return data.transpose(0, 1), self.scales.index_select(0, idx).transpose(0, 1)
+        copy_rows(self.data, idx, data.to(self.data.device), dim=0)
+        self.scales.index_copy_(0, idx, scales.to(self.data.device))
+
+    def gather_into(self, slots: list[int], data: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor) -> None:
+        """Copy `slots` into rows `rows` (dim 1) of data [planes, n, P, H, D] and scales [planes, n, H]."""
+        idx = torch.tensor(slots, dtype=torch.long, device=self.data.device)
+        src = self.data.view(torch.uint8) if self.data.dtype == torch.float8_e4m3fn else self.data
+        copy_rows(data, rows, src.index_select(0, idx).view(self.data.dtype).transpose(0, 1))
+        scales.index_copy_(1, rows, self.scales.index_select(0, idx).transpose(0, 1))
 
     def clear(self) -> None:
         self.slots.clear()

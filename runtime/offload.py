@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 
 from kvstore.tiers import TieredStore
-from runtime.kv import PagePool
+from runtime.kv import PagePool, copy_rows
 from runtime.layer_cache import LayerCache
 from runtime.page_codec import PageCodec
 from strata.errors import StoreError
@@ -82,38 +82,39 @@ class StoredPages:
         self.loaded = 0  # pages read from the store whole (not found in the pool)
         self.loaded_layers = 0  # single layers of pages read from the store (not in the pool or the cache)
 
-    def gather_layer(self, layer: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """One layer of sequence pages `indices` as stored: data [planes, n, P, H, D], scales [planes, n, H].
+    def gather_layer(self, layer: int, indices: list[int], data: torch.Tensor, scales: torch.Tensor,
+                     rows: list[int]) -> None:
+        """One layer of sequence pages `indices`, as stored, into rows `rows` (dim 1) of data
+        [planes, n, P, H, D] and scales [planes, n, H].
 
         Taken from the pool's cached pages, else the layer cache, else one section per page from
-        the store (one get_sections call). Pages come back grouped by where they were found;
-        the third value gives, per row, its position in `indices`.
+        the store (one get_sections call).
         """
-        pooled: list[tuple[int, int]] = []  # (position, pool page)
-        cached: list[tuple[int, int]] = []  # (position, layer-cache slot)
-        missing: list[int] = []
-        for n, i in enumerate(indices):
+        pooled: list[tuple[int, int]] = []  # (row, pool page)
+        cached: list[tuple[int, int]] = []  # (row, layer-cache slot)
+        missing: list[tuple[int, int]] = []  # (row, sequence page)
+        for row, i in zip(rows, indices, strict=True):
             page = self.pool.keyed.get(self.keys[i])
             if page is not None:
-                pooled.append((n, page))
+                pooled.append((row, page))
                 continue
             slot = self.layers.find(self.keys[i], layer)
             if slot is None:
-                missing.append(n)
+                missing.append((row, i))
             else:
-                cached.append((n, slot))
-        parts = []
+                cached.append((row, slot))
         if pooled:
-            parts.append(self.pool.gather_stored(layer, [p for _, p in pooled]))
+            self.pool.gather_into(layer, [p for _, p in pooled], data, scales, _rows(pooled, data))
         if cached:
-            parts.append(self.layers.gather([s for _, s in cached]))
+            self.layers.gather_into([s for _, s in cached], data, scales, _rows(cached, data))
         if missing:
-            parts.append(self._load_layer(layer, [indices[n] for n in missing], {s for _, s in cached}))
-        data = torch.cat([d for d, _ in parts], dim=1) if len(parts) > 1 else parts[0][0]
-        scales = torch.cat([s for _, s in parts], dim=1) if len(parts) > 1 else parts[0][1]
-        return data, scales, [n for n, _ in pooled] + [n for n, _ in cached] + missing
+            loaded_data, loaded_scales = self._load_layer(layer, [i for _, i in missing], {s for _, s in cached})
+            at = _rows(missing, data)
+            copy_rows(data, at, loaded_data.to(data.device).transpose(0, 1))
+            scales.index_copy_(1, at, loaded_scales.to(data.device).transpose(0, 1))
 
     def _load_layer(self, layer: int, indices: list[int], keep: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer of pages read from the store: data [n, planes, P, H, D], scales [n, planes, H]."""
         keys = [self.keys[i] for i in indices]
         sections = self.store.get_sections(keys, [self.digests[i] for i in indices], layer)
         if any(s is None for s in sections):
@@ -123,13 +124,9 @@ class StoredPages:
         decoded = self.codec.decode_layers([s for s in sections if s is not None])
         if decoded is None:
             raise StoreError("a cached page has the wrong size for this KV layout")
-        data, scales = decoded
-        for n, key in enumerate(keys):
-            if len(keep) >= self.layers.capacity:
-                break  # the cache is smaller than this selection: the rest is used once
-            keep.add(self.layers.insert(key, layer, data[n], scales[n], keep))
+        self.layers.insert(keys, layer, *decoded, keep)
         self.loaded_layers += len(indices)
-        return data.to(self.pool.device).transpose(0, 1), scales.to(self.pool.device).transpose(0, 1)
+        return decoded
 
     def acquire(self, indices: list[int]) -> list[int]:
         """Pool pages (one reference each) for sequence pages `indices`; StoreError if one is gone."""
@@ -164,3 +161,7 @@ class StoredPages:
             self.pool.register(page, key)
         self.loaded += len(indices)
         return pages
+
+
+def _rows(pairs: list[tuple[int, int]], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([row for row, _ in pairs], dtype=torch.long, device=like.device)

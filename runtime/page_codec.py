@@ -18,6 +18,8 @@ class PageCodec:
 
     def __init__(self, pool: PagePool) -> None:
         layout = pool.layout
+        if layout.page_bytes // layout.num_layers % 4:
+            raise ValueError("a page's per-layer section must be a multiple of 4 bytes")
         self.pool = pool
         self.dtype = STORAGE_DTYPES[layout.storage]
         self.sections = layout.num_layers
@@ -63,9 +65,9 @@ class PageCodec:
 
     def _split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 sections [n, section] -> data [n, planes, P, H, D] and scales [n, planes, H]."""
-        n = raw.shape[0]
-        data = raw[:, :self.layer_data_bytes].contiguous().view(self.dtype).view(n, *self.layer_shape)
-        scales = raw[:, self.layer_data_bytes:].contiguous().view(torch.float32).view(n, *self.scale_shape[1:])
+        n = raw.shape[0]  # views, no copies: every row starts at a multiple of 4 bytes
+        data = raw[:, :self.layer_data_bytes].view(self.dtype).view(n, *self.layer_shape)
+        scales = raw[:, self.layer_data_bytes:].view(torch.float32).view(n, *self.scale_shape[1:])
         return data, scales
 
     def decode_into(self, page: int, payload: bytes) -> bool:
@@ -81,5 +83,7 @@ class PageCodec:
         """One layer of several pages: data [n, planes, P, H, D], scales [n, planes, H]; None on a bad size."""
         if any(len(s) != self.section_bytes for s in sections):
             return None
-        raw = torch.frombuffer(bytearray(b"".join(sections)), dtype=torch.uint8)
-        return self._split(raw.view(len(sections), self.section_bytes))
+        raw = np.empty((len(sections), self.section_bytes), dtype=np.uint8)
+        for row, section in zip(raw, sections, strict=True):
+            row[:] = np.frombuffer(section, dtype=np.uint8)
+        return self._split(torch.from_numpy(raw))

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from runtime.kv import scores_of, weighted_sum
+
 SINK_PAGES = 1  # the first page soaks up attention mass whatever the query (StreamingLLM's sink)
 LOCAL_PAGES = 4  # the most recent full pages, always attended (the local window)
 
@@ -161,8 +163,7 @@ def attend_selection(q: torch.Tensor, sel_k: torch.Tensor, sel_v: torch.Tensor, 
     kv_heads = sel_k.shape[1]
     group = heads // kv_heads
     grouped = q.permute(1, 0, 2).reshape(kv_heads, group * m, dim)
-    scores = torch.cat((torch.matmul(grouped, sel_k.permute(1, 2, 0)),
-                        torch.matmul(grouped, own_k.permute(1, 2, 0))), dim=-1).float() * scale
+    scores = torch.cat((scores_of(grouped, sel_k), scores_of(grouped, own_k)), dim=-1).float() * scale
     keep = member.repeat_interleave(page_size, dim=1)[:, None, :]  # [Hkv, 1, U*P]
     scores[..., :keep.shape[-1]].masked_fill_(~keep, float("-inf"))
     o = own_k.shape[0]
@@ -171,8 +172,7 @@ def attend_selection(q: torch.Tensor, sel_k: torch.Tensor, sel_v: torch.Tensor, 
         scores[..., keep.shape[-1]:].masked_fill_(~causal, float("-inf"))
     weights = torch.softmax(scores, dim=-1).to(q.dtype)
     split = keep.shape[-1]
-    out = (torch.matmul(weights[..., :split], sel_v.permute(1, 0, 2))
-           + torch.matmul(weights[..., split:], own_v.permute(1, 0, 2)))
+    out = weighted_sum(weights[..., :split], sel_v) + weighted_sum(weights[..., split:], own_v)
     return out.reshape(heads, m, dim).permute(1, 0, 2), weights
 
 

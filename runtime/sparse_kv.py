@@ -33,17 +33,11 @@ class PageSource(Protocol):
         """Pool pages (one reference each, for the caller to free) holding the sequence's pages `indices`."""
         ...
 
-    def gather_layer(self, layer: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """One layer of pages `indices` as stored (data [planes, n, P, H, D], scales [planes, n, H]),
-        in some order: the third value gives each row's position in `indices`."""
+    def gather_layer(self, layer: int, indices: list[int], data: torch.Tensor, scales: torch.Tensor,
+                     rows: list[int]) -> None:
+        """One layer of pages `indices`, as stored, into rows `rows` of data [planes, n, P, H, D] and
+        scales [planes, n, H]."""
         ...
-
-
-def _select_rows(data: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """data.index_select(1, rows), through uint8 for float8 (no float8 index kernels on the CPU)."""
-    if data.dtype == torch.float8_e4m3fn:
-        return data.view(torch.uint8).index_select(1, rows).view(data.dtype)
-    return data.index_select(1, rows)
 
 
 class SparseKVCache(KVCache):
@@ -107,6 +101,7 @@ class SparseKVCache(KVCache):
         """K and V [n * P, Hkv, D] of sequence pages `indices` at one layer, in that order.
 
         Held pages come from the pool; pages let go of come from the source one layer at a time.
+        Every page lands in its own row, so warm and cold runs attend in page order, bit for bit.
         """
         committed = len(self.page_ids)
         ids = [self.page_ids[i] if i < committed else self._new_pages[i - committed] for i in indices]
@@ -115,19 +110,16 @@ class SparseKVCache(KVCache):
             return self.pool.read(layer, ids)
         if self.source is None:
             raise RuntimeError("a page was let go without a source to bring it back")
-        data, scales, found = self.source.gather_layer(layer, [indices[n] for n in away])
-        self.fetched_pages += len(away)
-        order = [away[n] for n in found]
+        layout = self.layout
+        data = torch.empty((layout.planes, len(ids), layout.page_size, layout.num_kv_heads, layout.head_dim),
+                           dtype=self.pool.data.dtype, device=self.pool.device)
+        scales = torch.empty((layout.planes, len(ids), layout.num_kv_heads), device=self.pool.device)
         held = [n for n, p in enumerate(ids) if p != NOT_HELD]
         if held:
-            pool_data, pool_scales = self.pool.gather_stored(layer, [ids[n] for n in held])
-            data, scales = torch.cat((pool_data, data), dim=1), torch.cat((pool_scales, scales), dim=1)
-            order = held + order
-        if order != sorted(order):
-            # Back in page order: warm and cold runs then sum attention in the same order, bit for bit.
-            back = torch.argsort(torch.tensor(order)).to(data.device)
-            data = _select_rows(data, back)
-            scales = scales.index_select(1, back)
+            rows = torch.tensor(held, dtype=torch.long, device=self.pool.device)
+            self.pool.gather_into(layer, [ids[n] for n in held], data, scales, rows)
+        self.source.gather_layer(layer, [indices[n] for n in away], data, scales, away)
+        self.fetched_pages += len(away)
         return self.pool.to_compute(data, scales)
 
     def _store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
