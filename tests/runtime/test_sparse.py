@@ -149,6 +149,40 @@ def test_warm_start_loads_summaries_and_selected_pages_only(model, home, monkeyp
     again.close()
 
 
+def test_a_corrupt_layer_is_never_served_and_the_retry_recomputes(model, home, monkeypatch) -> None:
+    import lmdb
+
+    from kvstore import record
+    from strata.errors import StoreError
+
+    monkeypatch.setenv("STRATA_KV_HOST_BYTES", "0")
+    get_settings.cache_clear()
+    ids, params = prompt(900), SamplingParams(max_new_tokens=4, ignore_eos=True)
+    first = engine(model, cache=True)
+    cold = first.run(ids, params)
+    assert first.cache is not None
+    keys = first.cache.keys_for(ids, [], "").keys
+    first.close()
+    env = lmdb.open(str(home / "lmdb"), max_dbs=8)
+    pages = env.open_db(b"pages")
+    with env.begin(write=True) as txn:  # one byte of layer 1 in every page between the sink and the window
+        for key in keys[1:len(keys) - 8]:
+            raw = bytearray(txn.get(key, db=pages))
+            header = record.read_header(raw)
+            raw[header.payload_offset + header.section_bytes + 5] ^= 0x40
+            txn.put(key, bytes(raw), db=pages)
+    env.close()
+    fresh = engine(model, cache=True)
+    with pytest.raises(StoreError, match="gone from every tier"):
+        fresh.run(ids, params)
+    assert fresh.store.stats()["lmdb"]["corrupt"] > 0  # found by its own check, dropped, not served
+    fresh.close()
+    retry = engine(model, cache=True)  # the cached run now ends at the first dropped page
+    again = retry.run(ids, params)
+    assert again.cached_tokens < len(ids) - PAGE and again.token_ids == cold.token_ids
+    retry.close()
+
+
 def test_sparse_without_a_persistent_tier_holds_every_page(model, home, monkeypatch) -> None:
     monkeypatch.setenv("STRATA_KV_DISK_BYTES", "0")
     get_settings.cache_clear()
