@@ -31,7 +31,6 @@ class LayerCache:
                                  device=device)
         self.slots: OrderedDict[tuple[bytes, int], int] = OrderedDict()
         self.free = list(range(self.capacity - 1, -1, -1))
-        self.hits = self.misses = 0
 
     @property
     def nbytes(self) -> int:
@@ -42,10 +41,8 @@ class LayerCache:
         """The slot holding `key` at `layer`, made most recent; None on a miss."""
         slot = self.slots.get((key, layer))
         if slot is None:
-            self.misses += 1
             return None
         self.slots.move_to_end((key, layer))
-        self.hits += 1
         return slot
 
     def insert(self, keys: list[bytes], layer: int, data: torch.Tensor, scales: torch.Tensor,
@@ -76,7 +73,3 @@ class LayerCache:
         src = self.data.view(torch.uint8) if self.data.dtype == torch.float8_e4m3fn else self.data
         copy_rows(data, rows, src.index_select(0, idx).view(self.data.dtype).transpose(0, 1))
         scales.index_copy_(1, rows, self.scales.index_select(0, idx).transpose(0, 1))
-
-    def clear(self) -> None:
-        self.slots.clear()
-        self.free = list(range(self.capacity - 1, -1, -1))
