@@ -4,6 +4,8 @@ scoring    one decode step's page scoring at 1M tokens (16,384 pages x 8 layers 
            float32 [pages, L, H, 2, D] (the first layout) vs layer-major float32 vs layer-major bf16
 attention  q.k and weights.v for 4 query heads per KV head over L keys in [L, Hkv, D] layout:
            one batched matmul vs one 2-D matmul per KV head, in bfloat16 and float32
+stored     the same per KV head for bfloat16 K/V (as the pool stores them), 1 query (decode) and 64
+           (a prefill segment): bfloat16 matmuls vs the slice converted to float32 first
 
     .venv/bin/python bench/sparse_kernels.py
 
@@ -67,12 +69,37 @@ def attention(keys: int, dtype: torch.dtype, heads: int = 2, group: int = 4, dim
             "wv_per_head_ms": best_ms(lambda: [torch.mm(w[h], v[:, h]) for h in range(heads)])}
 
 
+def stored(keys: int, queries: int, heads: int = 2, group: int = 4, dim: int = 64) -> dict:
+    gen = torch.Generator().manual_seed(2)
+    k = torch.randn(keys, heads, dim, generator=gen).bfloat16()
+    v = torch.randn(keys, heads, dim, generator=gen).bfloat16()
+    g = torch.randn(heads, group * queries, dim, generator=gen).bfloat16()
+    w = torch.softmax(torch.randn(heads, group * queries, keys, generator=gen), dim=-1)
+
+    def bf16() -> None:
+        for h in range(heads):
+            torch.mm(g[h], k[:, h].t())
+            torch.mm(w[h].bfloat16(), v[:, h])
+
+    def f32() -> None:
+        for h in range(heads):
+            torch.mm(g[h].float(), k[:, h].float().t())
+            torch.mm(w[h], v[:, h].float())
+
+    calls = 50 if queries == 1 else 5
+    return {"bench": "stored", "keys": keys, "queries": queries,
+            "bf16_ms": best_ms(bf16, calls), "f32_converted_ms": best_ms(f32, calls)}
+
+
 def main() -> None:
     torch.set_num_threads(2)
     print(json.dumps(scoring()), flush=True)
     for dtype in (torch.bfloat16, torch.float32):
         for keys in (512, 4736, 8192):
             print(json.dumps(attention(keys, dtype)), flush=True)
+    for queries in (1, 64):
+        for keys in (4736, 8192):
+            print(json.dumps(stored(keys, queries)), flush=True)
 
 
 if __name__ == "__main__":

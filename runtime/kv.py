@@ -369,16 +369,17 @@ class KVCache:
 
 def _decode_attention(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Tensor], ...],
                       scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One query [1, Hq, D] over key/value parts [L_i, Hkv, D]; returns output and weights [Hkv, G, L].
+    """One query [1, Hq, D] over key/value parts [L_i, Hkv, D]; returns output and float32 weights
+    [Hkv, G, L].
 
-    The parts' [L, Hkv, D] layout is read in place through strided matmuls (a [L, D] slice per
-    head is a valid BLAS operand), so decoding touches the cache once instead of copying it.
+    No concatenation of the parts and no GQA expansion: each head's [L, D] slice goes to one float32
+    matmul (scores_of, weighted_sum).
     """
     heads, dim = q.shape[1], q.shape[2]
     kv_heads = parts[0][0].shape[1]
     grouped = q[0].reshape(kv_heads, heads // kv_heads, dim)
     scores = torch.cat([scores_of(grouped, k) for k, _ in parts], dim=-1)
-    weights = torch.softmax(scores.float() * scale, dim=-1).to(q.dtype)
+    weights = torch.softmax(scores * scale, dim=-1)
     out = None
     offset = 0
     for k, v in parts:
@@ -386,21 +387,23 @@ def _decode_attention(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Te
         out = part if out is None else out + part
         offset += k.shape[0]
     assert out is not None
-    return out.reshape(1, heads, dim), weights
+    return out.reshape(1, heads, dim).to(q.dtype), weights
 
 
 def scores_of(grouped: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """q.k for grouped queries [Hkv, G, D] and keys [L, Hkv, D]: [Hkv, G, L].
+    """q.k for grouped queries [Hkv, G, D] and keys [L, Hkv, D]: float32 [Hkv, G, L].
 
-    One 2-D matmul per KV head over the strided [L, D] slice: in bfloat16 the batched matmul over
-    the same operands is ~10x slower on the CPU at L >= 4K (bench in docs/runtime.md).
+    One float32 2-D matmul per KV head. This CPU (AVX2, no bfloat16 units) runs bfloat16 GEMMs on a
+    slow path: for a 64-query prefill segment over 4.7K keys, 141 ms in bfloat16 against 9 ms with
+    the keys converted to float32 first; for one decode query 2.7 ms against 1.8 ms
+    (bench/sparse_kernels.py). The batched matmul over the strided [L, Hkv, D] keys is slower still.
     """
-    return torch.stack([torch.mm(grouped[h], k[:, h].t()) for h in range(k.shape[1])])
+    return torch.stack([torch.mm(grouped[h].float(), k[:, h].float().t()) for h in range(k.shape[1])])
 
 
 def weighted_sum(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Attention weights [Hkv, G, L] times values [L, Hkv, D]: [Hkv, G, D], per head as scores_of."""
-    return torch.stack([torch.mm(weights[h], v[:, h]) for h in range(v.shape[1])])
+    """Float32 attention weights [Hkv, G, L] times values [L, Hkv, D]: float32 [Hkv, G, D], as scores_of."""
+    return torch.stack([torch.mm(weights[h], v[:, h].float()) for h in range(v.shape[1])])
 
 
 def _flash_parts(q: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Tensor], ...],

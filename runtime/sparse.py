@@ -163,17 +163,17 @@ def attend_selection(q: torch.Tensor, sel_k: torch.Tensor, sel_v: torch.Tensor, 
     kv_heads = sel_k.shape[1]
     group = heads // kv_heads
     grouped = q.permute(1, 0, 2).reshape(kv_heads, group * m, dim)
-    scores = torch.cat((scores_of(grouped, sel_k), scores_of(grouped, own_k)), dim=-1).float() * scale
+    scores = torch.cat((scores_of(grouped, sel_k), scores_of(grouped, own_k)), dim=-1) * scale
     keep = member.repeat_interleave(page_size, dim=1)[:, None, :]  # [Hkv, 1, U*P]
     scores[..., :keep.shape[-1]].masked_fill_(~keep, float("-inf"))
     o = own_k.shape[0]
     if m > 1:
         causal = torch.ones((m, o), dtype=torch.bool).tril(diagonal=o - m).repeat(group, 1)
         scores[..., keep.shape[-1]:].masked_fill_(~causal, float("-inf"))
-    weights = torch.softmax(scores, dim=-1).to(q.dtype)
+    weights = torch.softmax(scores, dim=-1)
     split = keep.shape[-1]
     out = weighted_sum(weights[..., :split], sel_v) + weighted_sum(weights[..., split:], own_v)
-    return out.reshape(heads, m, dim).permute(1, 0, 2), weights
+    return out.reshape(heads, m, dim).permute(1, 0, 2).to(q.dtype), weights
 
 
 def query_segments(start: int, n: int, page_size: int) -> list[tuple[int, int]]:
