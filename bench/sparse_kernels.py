@@ -2,6 +2,7 @@
 
 scoring    one decode step's page scoring at 1M tokens (16,384 pages x 8 layers x 2 KV heads x 64):
            float32 [pages, L, H, 2, D] (the first layout) vs layer-major float32 vs layer-major bf16
+           (torch matmul) vs layer-major bf16 in the C++ kernel (runtime/csrc/page_scores.cpp)
 attention  q.k and weights.v for 4 query heads per KV head over L keys in [L, Hkv, D] layout:
            one batched matmul vs one 2-D matmul per KV head, in bfloat16 and float32
 stored     the same per KV head for bfloat16 K/V (as the pool stores them), 1 query (decode) and 64
@@ -16,10 +17,15 @@ result (the machine is shared).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def best_ms(fn: Callable[[], object], calls: int = 50, repeats: int = 5) -> float:
@@ -51,9 +57,18 @@ def scoring(pages: int = 16384, layers: int = 8, heads: int = 2, dim: int = 64, 
                 torch.matmul(qq.to(box.dtype), box[layer].transpose(1, 2))
         return run
 
-    return {"bench": "scoring", "pages": pages, "layers": layers,
-            "f32_strided_ms": best_ms(strided, 10), "f32_layer_major_ms": best_ms(layer_major(major), 10),
-            "bf16_layer_major_ms": best_ms(layer_major(major_bf16), 10)}
+    def kernel() -> None:
+        for layer in range(layers):
+            torch.ops.strata_sparse.page_scores(qq, major_bf16[layer])
+
+    row = {"bench": "scoring", "pages": pages, "layers": layers,
+           "f32_strided_ms": best_ms(strided, 10), "f32_layer_major_ms": best_ms(layer_major(major), 10),
+           "bf16_layer_major_ms": best_ms(layer_major(major_bf16), 10)}
+    from runtime import fp8
+
+    if fp8.kernel_available():
+        row["bf16_kernel_ms"] = best_ms(kernel, 10)
+    return row
 
 
 def attention(keys: int, dtype: torch.dtype, heads: int = 2, group: int = 4, dim: int = 64) -> dict:

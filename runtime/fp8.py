@@ -42,7 +42,9 @@ GEMM_MIN_TOKENS = {torch.bfloat16: 12, torch.float32: 16}
 DEQUANT_TILE_BYTES = 8 << 20
 KERNEL_ENV = "STRATA_FP8_KERNEL"  # "0" forces the pure-torch path
 
+# One extension for every C++ kernel: fp8_gemv (strata_fp8 ops) and page_scores (strata_sparse ops).
 _CSRC = Path(__file__).parent / "csrc" / "fp8_gemv.cpp"
+_SOURCES = (_CSRC, Path(__file__).parent / "csrc" / "page_scores.cpp")
 _lock = threading.Lock()
 _ops: object | None = None
 _load_tried = False
@@ -134,16 +136,19 @@ def _build() -> object:
     from torch.utils import cpp_extension
 
     _ensure_ninja_on_path()
-    digest = hashlib.sha256(_CSRC.read_bytes() + torch.__version__.encode()).hexdigest()[:16]
+    flags = ["-O3", "-fno-math-errno", "-fopenmp"]  # OpenMP: at::parallel_for is serial without it
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in _SOURCES) + " ".join(flags).encode()
+                            + torch.__version__.encode()).hexdigest()[:16]
     name = f"strata_fp8_{digest}"
     build_dir = _extensions_dir() / name
     build_dir.mkdir(parents=True, exist_ok=True)
     # No -march=native: the AVX512 path is compiled with target attributes and picked at run time.
     cpp_extension.load(
         name=name,
-        sources=[str(_CSRC)],
+        sources=[str(p) for p in _SOURCES],
         build_directory=str(build_dir),
-        extra_cflags=["-O3", "-fno-math-errno"],
+        extra_cflags=flags,
+        extra_ldflags=["-fopenmp"],
         is_python_module=False,
         verbose=False,
     )

@@ -13,6 +13,7 @@ a layer read the union of their selections once; a mask keeps each head to its o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,8 +67,8 @@ class PageSummaries:
     """One sequence's page bounds, resident and layer-major: [layers, KV heads, pages, centre | radius].
 
     Scoring reads every page of a layer at every step (at 1M tokens, 16K pages x 8 layers), so the
-    layout is contiguous per layer and, by default, bfloat16: a quarter of the float32 time on
-    this machine (bench in docs/sparse.md) and half the memory. A bfloat16 box still contains
+    layout is contiguous per layer and, by default, bfloat16: half the bytes of float32, scored by
+    a C++ kernel (runtime/csrc/page_scores.cpp) that widens each value as it reads it. A bfloat16 box still contains
     the float32 one: the radius grows by the centre's rounding and is rounded up. Only the score
     itself is then rounded (to bfloat16, ~0.4%), which reorders pages of nearly equal bound.
     """
@@ -115,8 +116,23 @@ class PageSummaries:
         With `radius_weight` w < 1: q.c + w |q|.r, an estimate between the box centre and the bound.
         """
         box = self.data[layer, :, :pages]  # [H, n, 2D]: centre and radius side by side
-        qq = torch.cat((q, q.abs() * radius_weight), dim=-1).to(self.data.dtype)  # [H, G, 2D]
-        return torch.matmul(qq, box.transpose(1, 2)).float()
+        qq = torch.cat((q, q.abs() * radius_weight), dim=-1)  # [H, G, 2D]
+        op = _page_scores_op() if box.dtype == torch.bfloat16 and box.device.type == "cpu" else None
+        if op is not None:
+            return op(qq.float(), box)
+        return torch.matmul(qq.to(self.data.dtype), box.transpose(1, 2)).float()
+
+
+def _page_scores_op() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """The C++ page scorer (runtime/csrc/page_scores.cpp), or None where the kernels did not build.
+
+    torch's bfloat16 matmul takes a slow path on CPUs without bfloat16 units: scoring 16K pages x
+    8 layers (one decode step at 1M tokens) took 36 ms on such a CPU (AVX2), against 22 ms for
+    float32 boxes (twice the bytes) and 9 ms in the kernel (bench/sparse_kernels.py).
+    """
+    from runtime import fp8
+
+    return torch.ops.strata_sparse.page_scores if fp8.kernel_available() else None
 
 
 @dataclass(slots=True)
