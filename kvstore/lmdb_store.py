@@ -5,8 +5,11 @@ bytes the entry is charged), `lru` (last access ns big-endian + key -> empty: th
 and `meta` (layout version, created, bytes, entries, evicted). The byte count lives in `meta` and
 changes only inside write transactions, so every process sharing the store sees one total.
 
-Reads never take LMDB's writer lock: last-access updates are buffered per process and written by
-the next write transaction (or after _TOUCH_FLUSH reads), which is all LRU needs. A page read
+Reads never take LMDB's writer lock: last-access updates are buffered per process and written,
+_TOUCH_BATCH at a time, by the next write transactions, which is all LRU needs. A read writes
+them itself only when _TOUCH_MAX are buffered: a sparse decode step reads ~400 layer-pages, and a
+write transaction (and its sync) on that path cost 22 ms per token at 1M tokens. The buffer holds
+one entry per page read (a 1M-token context has 16K pages), so the bound is rarely reached. A page read
 again within lru_grain_s of its last recorded access is not touched again: LRU to the second
 is enough, and it keeps re-reads of hot pages free of write transactions.
 """
@@ -19,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,7 +39,8 @@ ENTRY_OVERHEAD = 128  # keys and values in access/lru, charged so tiny pages sti
 _ACCESS = struct.Struct("<QQ")  # last access ns, charged bytes
 _U64 = struct.Struct("<Q")
 _LOW_WATER = 0.9  # evict down to this share of capacity, so evictions come in batches
-_TOUCH_FLUSH = 1024
+_TOUCH_BATCH = 4096  # buffered access times recorded per write transaction
+_TOUCH_MAX = 1 << 17  # buffered access times past which a read records them itself (~13 MiB)
 _TOUCH_GRAIN_S = 1.0
 T = TypeVar("T")
 _COUNTERS = ("hits", "misses", "corrupt", "puts", "put_existing", "too_large", "full")
@@ -160,9 +165,9 @@ class LMDBStore:
             for key in stale:
                 self._touched[key] = now
             self.counters["corrupt"] += len(bad)
-            flush = len(self._touched) >= _TOUCH_FLUSH
+            flush = len(self._touched) >= _TOUCH_MAX
         if bad or flush:
-            self._drop(bad)  # writes the buffered access times too
+            self._drop(bad)  # writes a batch of the buffered access times too
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -270,9 +275,12 @@ class LMDBStore:
         txn.put(key, _ACCESS.pack(now, size), db=self._db["access"])
 
     def _write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
-        """A write transaction that first records the buffered last-access times."""
+        """A write transaction that first records the oldest _TOUCH_BATCH buffered last-access times."""
         with self._mutex:
-            touched, self._touched = self._touched, {}
+            if len(self._touched) <= _TOUCH_BATCH:
+                touched, self._touched = self._touched, {}
+            else:
+                touched = {k: self._touched.pop(k) for k in list(islice(self._touched, _TOUCH_BATCH))}
 
         def run(txn: lmdb.Transaction) -> T:
             for key, ts in touched.items():
@@ -369,8 +377,8 @@ class LMDBStore:
 
     def close(self) -> None:
         """Write buffered access times and close the environment."""
-        if self._touched and not self.problem:
-            self._drop([])  # writes the buffered access times
+        while self._touched and not self.problem:
+            self._drop([])  # writes a batch of the buffered access times
         self._env.close()
 
     @staticmethod
