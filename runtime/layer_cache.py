@@ -11,6 +11,7 @@ layers instead: slots of [planes, P, H, D] (+ scales), filled from the tiers one
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import islice
 
 import torch
 
@@ -53,7 +54,9 @@ class LayerCache:
         keys, data, scales = keys[:room], data[:room], scales[:room]
         if not keys:
             return
-        victims = iter([(k, s) for k, s in self.slots.items() if s not in keep][:max(0, len(keys) - len(self.free))])
+        # The least recent slots first; the scan stops at the last one needed (the cache holds thousands).
+        victims = iter(list(islice(((k, s) for k, s in self.slots.items() if s not in keep),
+                                   max(0, len(keys) - len(self.free)))))
         slots = []
         for key in keys:
             if not self.free:
