@@ -11,6 +11,13 @@ scale     per context length, in fresh processes and a fresh store: cold prefill
     .venv/bin/python bench/sparse.py quality --length 32768 --steps 64 --budget 2048
     .venv/bin/python bench/sparse.py scale --lengths 8192 131072 1048576 --budget 2048
     .venv/bin/python bench/sparse.py --quick      # quality at 4K, scale at 8K
+    .venv/bin/python bench/sparse.py tiled --lengths 1048576 --source-length 131072
+
+tiled     decode cost at lengths whose cold prefill takes longer than a session on this machine:
+          a real cold run at --source-length (a fresh store), whose stored pages are then copied,
+          tiled, under the keys of a longer prompt; warm questions over that prefix from fresh
+          processes. The KV is the model's own but at the wrong positions, so the tokens mean
+          nothing: the row measures decode ms/token, TTFT and resident bytes of the real code path.
 
 Each row is printed as JSON as soon as it is measured. The machine is shared: read ratios.
 """
@@ -137,9 +144,55 @@ def scale(model: str, n: int, budget: int, new_tokens: int, dense: bool) -> dict
     return row
 
 
+def tile_store(model: str, home: str, source: int, n: int) -> int:
+    """Store the pages of prompt_ids(n)'s prefix as copies of prompt_ids(source)'s (already cached in
+    `home`), page i from page i mod source pages. Returns the pages written."""
+    os.environ["STRATA_HOME"] = home
+    from runtime import Engine
+
+    engine = Engine.from_pretrained(model, attention_budget=2048)
+    cache, vocab = engine.cache, engine.tokenizer.get_vocab_size()
+    assert cache is not None and cache.store is not None and cache.store.lmdb is not None
+    lmdb = cache.store.lmdb
+    have = cache.keys_for(prompt_ids(source, vocab)[:source], [], "")
+    want = cache.keys_for(prompt_ids(n, vocab)[:n], [], "")
+    payloads = lmdb.get_many(have.keys, have.digests)
+    summaries = lmdb.get_summaries(have.keys)
+    if any(p is None for p in payloads) or any(s is None for s in summaries):
+        raise RuntimeError(f"the {source}-token source context is not fully cached in {home}")
+    period = len(have.keys)
+    for lo in range(0, len(want.keys), 256):
+        lmdb.put_many([(want.keys[i], want.digests[i], payloads[i % period], summaries[i % period],
+                        cache.codec.sections) for i in range(lo, min(lo + 256, len(want.keys)))])
+    engine.close()
+    return len(want.keys)
+
+
+def tiled(model: str, n: int, source: int, budget: int, new_tokens: int) -> dict:
+    full_kv = (n + QUESTION) * 4096
+    env = {"STRATA_KV_DEVICE_BYTES": str(max(working_set(budget), int(full_kv * KV_SHARE))),
+           "STRATA_KV_HOST_BYTES": str(int(full_kv * KV_SHARE))}
+    src_env = {"STRATA_KV_DEVICE_BYTES": str(max(working_set(budget), int((source + QUESTION) * 4096 * KV_SHARE))),
+               "STRATA_KV_HOST_BYTES": str(int((source + QUESTION) * 4096 * KV_SHARE))}
+    row: dict = {"bench": "tiled", "length": n, "source_length": source, "budget": budget,
+                 "full_kv_bytes": full_kv, **env}
+    home = os.environ.get("BENCH_HOME") or tempfile.mkdtemp(dir=os.environ.get("BENCH_TMP"))
+    row["source_cold"] = {k: v for k, v in in_subprocess(model, home, source, budget, 0, new_tokens,
+                                                          src_env).items() if k != "token_ids"}
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.sparse import tile_store; "
+            f"print(tile_store({model!r}, {home!r}, {source}, {n}))")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env={**os.environ, **env})
+    for question in (1, 2):
+        warm = in_subprocess(model, home, n, budget, question, new_tokens, env)
+        row[f"warm{question}"] = {k: v for k, v in warm.items() if k != "token_ids"}
+    peak = row["warm2"]["kv_peak_bytes"] or {}
+    row["resident_share"] = round((peak.get("device", 0) + peak.get("host", 0)) / full_kv, 4)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", choices=("quality", "scale", "all"), default="all")
+    parser.add_argument("part", nargs="?", choices=("quality", "scale", "tiled", "all"), default="all")
     parser.add_argument("--model", help="checkpoint directory (default: the demo model, written once)")
     parser.add_argument("--budget", type=int, default=2048)
     parser.add_argument("--length", type=int, default=32768, help="quality: context length")
@@ -150,6 +203,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[8192, 131072], help="scale: lengths")
     parser.add_argument("--new-tokens", type=int, default=16, help="scale: decode steps per run")
     parser.add_argument("--dense-max", type=int, default=32768, help="scale: dense decode up to this length")
+    parser.add_argument("--source-length", type=int, default=131072, help="tiled: the real context tiled")
     parser.add_argument("--quick", action="store_true", help="quality at 4K over 16 steps, scale at 8K")
     args = parser.parse_args()
     if args.quick:
@@ -161,6 +215,9 @@ def main() -> None:
     if args.part in ("scale", "all"):
         for n in args.lengths:
             print(json.dumps(scale(model, n, args.budget, args.new_tokens, n <= args.dense_max)), flush=True)
+    if args.part == "tiled":
+        for n in args.lengths:
+            print(json.dumps(tiled(model, n, args.source_length, args.budget, args.new_tokens)), flush=True)
 
 
 if __name__ == "__main__":
