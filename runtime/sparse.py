@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime.kv import scores_of, weighted_sum
-
 SINK_PAGES = 1  # the first page soaks up attention mass whatever the query (StreamingLLM's sink)
 LOCAL_PAGES = 4  # the most recent full pages, always attended (the local window)
 
@@ -167,29 +165,47 @@ def select_all(heads: int, n: int) -> Selection:
 
 
 def attend_selection(q: torch.Tensor, sel_k: torch.Tensor, sel_v: torch.Tensor, member: torch.Tensor,
-                     own_k: torch.Tensor, own_v: torch.Tensor, scale: float,
-                     page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                     own_k: torch.Tensor, own_v: torch.Tensor, scale: float, page_size: int,
+                     need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Exact attention of q [m, Hq, D] over selected pages and, causally, its own page.
 
     sel_k/v [U * P, Hkv, D] hold the selected pages (member [Hkv, U] says which head may look at
     which); own_k/v [o, Hkv, D] are the own page's positions up to the last query, the queries
-    being its last m. Returns the output [m, Hq, D] and the weights [Hkv, G * m, U * P + o].
+    being its last m. Each KV head gathers its own pages (in page order) and attends them alone,
+    in float32: with 2 KV heads the union is up to twice what one head selected, and masking it
+    would score and convert every page for both. Returns the output [m, Hq, D] and, with
+    `need_weights`, the weights [Hkv, G * m, U * P + o] (zero on the pages a head did not select).
     """
     m, heads, dim = q.shape
     kv_heads = sel_k.shape[1]
     group = heads // kv_heads
-    grouped = q.permute(1, 0, 2).reshape(kv_heads, group * m, dim)
-    scores = torch.cat((scores_of(grouped, sel_k), scores_of(grouped, own_k)), dim=-1) * scale
-    keep = member.repeat_interleave(page_size, dim=1)[:, None, :]  # [Hkv, 1, U*P]
-    scores[..., :keep.shape[-1]].masked_fill_(~keep, float("-inf"))
+    union = member.shape[1]
+    grouped = q.permute(1, 0, 2).reshape(kv_heads, group * m, dim).float()
+    pages_k = sel_k.reshape(union, page_size, kv_heads, dim)
+    pages_v = sel_v.reshape(union, page_size, kv_heads, sel_v.shape[-1])
     o = own_k.shape[0]
-    if m > 1:
-        causal = torch.ones((m, o), dtype=torch.bool).tril(diagonal=o - m).repeat(group, 1)
-        scores[..., keep.shape[-1]:].masked_fill_(~causal, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    split = keep.shape[-1]
-    out = weighted_sum(weights[..., :split], sel_v) + weighted_sum(weights[..., split:], own_v)
-    return out.reshape(heads, m, dim).permute(1, 0, 2).to(q.dtype), weights
+    causal = torch.ones((m, o), dtype=torch.bool).tril(diagonal=o - m).repeat(group, 1) if m > 1 else None
+    full = torch.zeros((kv_heads, group * m, union * page_size + o)) if need_weights else None
+    outs = []
+    for h in range(kv_heads):
+        mine = torch.nonzero(member[h]).flatten()
+        if mine.numel() == union:
+            k, v = sel_k[:, h].float(), sel_v[:, h].float()
+        else:
+            k = pages_k[:, :, h].index_select(0, mine).reshape(-1, dim).float()
+            v = pages_v[:, :, h].index_select(0, mine).flatten(0, 1).float()
+        own = torch.mm(grouped[h], own_k[:, h].float().t())
+        if causal is not None:
+            own.masked_fill_(~causal, float("-inf"))
+        weights = torch.softmax(torch.cat((torch.mm(grouped[h], k.t()), own), dim=-1) * scale, dim=-1)
+        n = k.shape[0]
+        outs.append(torch.mm(weights[:, :n], v) + torch.mm(weights[:, n:], own_v[:, h].float()))
+        if full is not None:
+            at = (mine[:, None] * page_size + torch.arange(page_size)).flatten()
+            full[h][:, at] = weights[:, :n]
+            full[h][:, union * page_size:] = weights[:, n:]
+    out = torch.stack(outs)
+    return out.reshape(heads, m, -1).permute(1, 0, 2).to(q.dtype), full
 
 
 def query_segments(start: int, n: int, page_size: int) -> list[tuple[int, int]]:

@@ -83,8 +83,10 @@ class SparseKVCache(KVCache):
             sel_k, sel_v = self._read_selection(layer, sel.pages.tolist())
         else:
             sel_k, sel_v = own_k[:0], own_v[:0]
-        out, weights = attend_selection(q, sel_k, sel_v, sel.member, own_k, own_v, scale, self.layout.page_size)
-        if self.attention_mass is not None and layer == self.layout.num_layers - 1 and q.shape[0] == 1:
+        track = self.attention_mass is not None and layer == self.layout.num_layers - 1 and q.shape[0] == 1
+        out, weights = attend_selection(q, sel_k, sel_v, sel.member, own_k, own_v, scale, self.layout.page_size,
+                                        need_weights=track)
+        if weights is not None:
             self._track_selection(weights, sel, past)
         return out
 
