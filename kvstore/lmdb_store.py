@@ -106,7 +106,8 @@ class LMDBStore:
             for key, digest in zip(keys, digests, strict=True):
                 value = self._read(txn, key, record.KIND_PAGE, digest, bad, section)
                 out.append(value)
-                if value is not None and self._access_ns(txn, key) < now - self._grain_ns:
+                # A key already buffered needs no lookup: its newer time just replaces the buffered one.
+                if value is not None and (key in self._touched or self._access_ns(txn, key) < now - self._grain_ns):
                     stale.append(key)
         self._after_reads(out, bad, stale, now)
         return out
