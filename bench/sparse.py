@@ -189,27 +189,34 @@ def read_through(home: str) -> None:
                 pass
 
 
-def tiled(model: str, n: int, source: int, budget: int, new_tokens: int) -> dict:
-    full_kv = (n + QUESTION) * 4096
-    env = {"STRATA_KV_DEVICE_BYTES": str(max(working_set(budget), int(full_kv * KV_SHARE))),
-           "STRATA_KV_HOST_BYTES": str(int(full_kv * KV_SHARE))}
-    src_env = {"STRATA_KV_DEVICE_BYTES": str(max(working_set(budget), int((source + QUESTION) * 4096 * KV_SHARE))),
-               "STRATA_KV_HOST_BYTES": str(int((source + QUESTION) * 4096 * KV_SHARE))}
-    row: dict = {"bench": "tiled", "length": n, "source_length": source, "budget": budget,
-                 "full_kv_bytes": full_kv, **env}
+def tiled(model: str, lengths: list[int], source: int, budget: int, new_tokens: int) -> list[dict]:
+    """One cold run at `source` tokens in a fresh store, then per length its pages tiled under that
+    length's prompt and two warm questions from fresh processes."""
+    def tiers(n: int) -> dict[str, str]:
+        full = (n + QUESTION) * 4096
+        return {"STRATA_KV_DEVICE_BYTES": str(max(working_set(budget), int(full * KV_SHARE))),
+                "STRATA_KV_HOST_BYTES": str(int(full * KV_SHARE))}
+
     home = os.environ.get("BENCH_HOME") or tempfile.mkdtemp(dir=os.environ.get("BENCH_TMP"))
-    row["source_cold"] = {k: v for k, v in in_subprocess(model, home, source, budget, 0, new_tokens,
-                                                          src_env).items() if k != "token_ids"}
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.sparse import tile_store; "
-            f"print(tile_store({model!r}, {home!r}, {source}, {n}))")
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env={**os.environ, **env})
-    for question in (1, 2):
-        read_through(home)
-        warm = in_subprocess(model, home, n, budget, question, new_tokens, env)
-        row[f"warm{question}"] = {k: v for k, v in warm.items() if k != "token_ids"}
-    peak = row["warm2"]["kv_peak_bytes"] or {}
-    row["resident_share"] = round((peak.get("device", 0) + peak.get("host", 0)) / full_kv, 4)
-    return row
+    cold = in_subprocess(model, home, source, budget, 0, new_tokens, tiers(source))
+    rows = []
+    for n in lengths:
+        env = tiers(n)
+        row: dict = {"bench": "tiled", "length": n, "source_length": source, "budget": budget,
+                     "full_kv_bytes": (n + QUESTION) * 4096, **env,
+                     "source_cold": {k: v for k, v in cold.items() if k != "token_ids"}}
+        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.sparse import tile_store; "
+                f"print(tile_store({model!r}, {home!r}, {source}, {n}))")
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env={**os.environ, **env})
+        for question in (1, 2):
+            read_through(home)
+            warm = in_subprocess(model, home, n, budget, question, new_tokens, env)
+            row[f"warm{question}"] = {k: v for k, v in warm.items() if k != "token_ids"}
+        peak = row["warm2"]["kv_peak_bytes"] or {}
+        row["resident_share"] = round((peak.get("device", 0) + peak.get("host", 0)) / row["full_kv_bytes"], 4)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -238,8 +245,7 @@ def main() -> None:
         for n in args.lengths:
             print(json.dumps(scale(model, n, args.budget, args.new_tokens, n <= args.dense_max)), flush=True)
     if args.part == "tiled":
-        for n in args.lengths:
-            print(json.dumps(tiled(model, n, args.source_length, args.budget, args.new_tokens)), flush=True)
+        tiled(model, args.lengths, args.source_length, args.budget, args.new_tokens)
 
 
 if __name__ == "__main__":
