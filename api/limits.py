@@ -6,7 +6,7 @@ counting, and answered with 413 the moment it passes the limit; then it is repla
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from api.errors import error_response
@@ -14,7 +14,7 @@ from strata.errors import PayloadTooLarge
 
 UPLOAD_PATH = "/v1/documents"  # multipart uploads have their own streamed limit (max_upload_bytes)
 
-Message = dict[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
@@ -25,7 +25,7 @@ class BodyLimit:
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
 
-    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == UPLOAD_PATH:
             await self.app(scope, receive, send)
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,7 +78,7 @@ class Completion:
 class Generation:
     """An in-progress generation: iterate for tokens as they are produced; `result` once done."""
 
-    def __init__(self, events: Iterator[TokenEvent]) -> None:
+    def __init__(self, events: Generator[TokenEvent, None, Completion]) -> None:
         self._events = events
         self.result: Completion | None = None
 
@@ -215,7 +215,7 @@ class Engine:
 
     @torch.inference_mode()
     def _loop(self, ids: list[int], params: SamplingParams,
-              media: Sequence[MediaInput], attribution: bool, tenant: str) -> Iterator[TokenEvent]:
+              media: Sequence[MediaInput], attribution: bool, tenant: str) -> Generator[TokenEvent, None, Completion]:
         start = time.perf_counter()
         self.kv_peak = {}
         keys = self._keys(ids, media, tenant)

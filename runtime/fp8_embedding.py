@@ -13,6 +13,9 @@ from runtime.fp8 import FP8_DTYPE, quantize_block_fp8
 
 
 class FP8Embedding(nn.Module):
+    weight: torch.Tensor  # buffers, typed for the checker (nn.Module's __getattr__ says Tensor | Module)
+    weight_scale_inv: torch.Tensor
+
     def __init__(self, num_embeddings: int, embedding_dim: int, block: tuple[int, int] = (128, 128),
                  dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()

@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import safe_open
@@ -171,7 +171,8 @@ def _assign_all(model: nn.Module, reader: TensorReader, cfg: ModelConfig, dtype:
 
 def _tie(model: nn.Module) -> None:
     """Point the output head at the embedding table (FP8 buffers or a float parameter)."""
-    head, table = model.lm_head, model.model.embed_tokens  # type: ignore[union-attr]
+    head = cast(nn.Module, model.lm_head)
+    table = cast(nn.Module, model.model.embed_tokens)  # type: ignore[union-attr]
     head.weight = table.weight
     if hasattr(table, "weight_scale_inv"):
         head.weight_scale_inv = table.weight_scale_inv
@@ -200,7 +201,7 @@ def _assign_fp8(module: nn.Module, prefix: str, reader: TensorReader,
     from runtime.fp8 import quantize_block_fp8
 
     name = prefix + "weight"
-    shape = tuple(module.weight.shape)
+    shape = tuple(cast(torch.Tensor, module.weight).shape)
     if name in reader and reader.dtype_of(name) == torch.float8_e4m3fn:
         weight = reader.get(name)
         if tuple(weight.shape) != shape:
@@ -210,7 +211,8 @@ def _assign_fp8(module: nn.Module, prefix: str, reader: TensorReader,
         if scale is None:
             raise CheckpointError(f"FP8 tensor '{name}' has no '{name}_scale_inv'")
     else:
-        weight, scale = quantize_block_fp8(_float_tensor(reader, name, block, shape).float(), module.block)
+        weight, scale = quantize_block_fp8(_float_tensor(reader, name, block, shape).float(),
+                                           cast(tuple[int, int], module.block))
     module.weight = weight
     module.weight_scale_inv = scale.float()
     names = {name, name + "_scale_inv"}

@@ -9,6 +9,8 @@ token stream at a `<|patch|>` position. There is no separate vision encoder.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -49,5 +51,6 @@ class Model1ForCausalLM(CausalLM):
                               f"{self.config.num_channels})")
         if not bool((ids[rows] == self.patch_token_id).all()):
             raise ConfigError("patch vectors must sit at <|patch|> token positions")
-        projected = self.model.patch_proj(patches.to(x.dtype))
+        proj = cast(nn.Linear, self.model.patch_proj)
+        projected = proj(patches.to(x.dtype))
         return x.index_copy(0, rows, projected)
