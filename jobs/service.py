@@ -58,7 +58,8 @@ def status(job_id: str, tenant: str | None = None, settings: Settings | None = N
     shown = []
     for doc in range(min(len(spec.documents), MAX_TASKS_SHOWN)):
         result = app.AsyncResult(task_id(job_id, doc))
-        info = result.info if isinstance(result.info, dict) else {}
+        info = result.info  # read once: each access asks the backend again, and the task moves on
+        info = info if isinstance(info, dict) else {}
         shown.append({"document": doc, "source": spec.documents[doc].name, "state": result.state,
                       "done": info.get("done"), "total": info.get("total")})
     body["tasks"] = shown
