@@ -394,9 +394,9 @@ def scores_of(grouped: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """q.k for grouped queries [Hkv, G, D] and keys [L, Hkv, D]: float32 [Hkv, G, L].
 
     One float32 2-D matmul per KV head. This CPU (AVX2, no bfloat16 units) runs bfloat16 GEMMs on a
-    slow path: for a 64-query prefill segment over 4.7K keys, 141 ms in bfloat16 against 9 ms with
-    the keys converted to float32 first; for one decode query 2.7 ms against 1.8 ms
-    (bench/sparse_kernels.py). The batched matmul over the strided [L, Hkv, D] keys is slower still.
+    slow path: for a 64-query prefill segment over 4.7K keys, 268 ms in bfloat16 against 9.7 ms with
+    the keys converted to float32 first; for one decode query 5.4 ms against 0.8 ms
+    (bench/sparse_kernels.py, `stored` rows). The batched matmul over the strided [L, Hkv, D] keys is slower still.
     """
     return torch.stack([torch.mm(grouped[h].float(), k[:, h].float().t()) for h in range(k.shape[1])])
 

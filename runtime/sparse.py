@@ -125,8 +125,8 @@ def _page_scores_op() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | 
     """The C++ page scorer (runtime/csrc/page_scores.cpp), or None where the kernels did not build.
 
     torch's bfloat16 matmul takes a slow path on CPUs without bfloat16 units: scoring 16K pages x
-    8 layers (one decode step at 1M tokens) took 36 ms on such a CPU (AVX2), against 22 ms for
-    float32 boxes (twice the bytes) and 9 ms in the kernel (bench/sparse_kernels.py).
+    8 layers (one decode step at 1M tokens) took 25.4 ms on such a CPU (AVX2), against 19.4 ms for
+    float32 boxes (twice the bytes) and 8.4 ms in the kernel (bench/sparse_kernels.py, `scoring`).
     """
     from runtime import fp8
 
